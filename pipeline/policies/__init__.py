@@ -1,0 +1,41 @@
+"""Learning-rate policies: pure, frozen values mapping the optimizer step t to a learning rate."""
+
+from .compose import Composite, Segment, Warmup
+from .lr import (
+    Cos,
+    Exp,
+    Fix,
+    Inv,
+    NStep,
+    Poly,
+    Policy,
+    Sin,
+    Sin2,
+    SinExp,
+    Step,
+    Triangle,
+    Triangle2,
+    TriangleExp,
+    curve,
+)
+
+__all__ = [
+    "Composite",
+    "Cos",
+    "Exp",
+    "Fix",
+    "Inv",
+    "NStep",
+    "Poly",
+    "Policy",
+    "Segment",
+    "Sin",
+    "Sin2",
+    "SinExp",
+    "Step",
+    "Triangle",
+    "Triangle2",
+    "TriangleExp",
+    "Warmup",
+    "curve",
+]

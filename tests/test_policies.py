@@ -16,11 +16,13 @@ from pipeline.policies import (
     Inv,
     NStep,
     Poly,
+    Scaled,
     Segment,
     Sin,
     Sin2,
     SinExp,
     Step,
+    Stretched,
     Triangle,
     Triangle2,
     TriangleExp,
@@ -446,3 +448,33 @@ def test_every_lrbench_function_of_the_papers_has_a_class():
     names = {type(p).lrbench_name for p in ALL}
     decaying = {"FIX", "STEP", "NSTEP", "EXP", "INV", "POLY"}
     assert names == decaying | {"TRI", "TRI2", "TRIEXP", "SIN", "SIN2", "SINEXP", "COS"}
+
+
+# -- schedule modifiers used by the study presets ---------------------------------------------------------------
+
+
+def test_scaled_policy_equals_the_policy_with_scaled_k_values():
+    base, scaled = Triangle2(k0=0.01, k1=0.06, l=100), Triangle2(k0=0.05, k1=0.3, l=100)
+    wrapped = Scaled(base, k_scale=5)
+    for t in range(0, 1000, 37):
+        assert wrapped(t) == pytest.approx(scaled(t), rel=1e-12)
+
+
+def test_stretched_policy_fits_its_horizon_into_the_run_budget():
+    base = NStep(k0=0.1, gamma=0.1, l=[5000, 7500])
+    run = Stretched(base, horizon_steps=10000, total_steps=1000)
+    assert run(499) == base(4990) and run(500) == base(5000) and run(749) == base(7490) and run(750) == base(7500)
+    assert "STRETCH-10000/1000" in run.lrbench_string()
+
+
+@pytest.mark.parametrize(
+    "build, key",
+    [
+        (lambda: Scaled(Fix(k0=0.1), k_scale=0), "k_scale"),
+        (lambda: Stretched(Fix(k0=0.1), 0, 10), "horizon_steps"),
+        (lambda: Stretched(Fix(k0=0.1), 10, 0), "total_steps"),
+    ],
+)
+def test_schedule_modifiers_name_the_bad_field(build, key):
+    with pytest.raises(ValueError, match=f"^{key}"):
+        build()

@@ -1,6 +1,6 @@
 """Learning-rate policies: pure, frozen values mapping the optimizer step t to a learning rate."""
 
-from .compose import Composite, Segment, Warmup
+from .compose import Composite, Scaled, Segment, Stretched, Warmup
 from .lr import (
     Cos,
     Exp,
@@ -28,7 +28,9 @@ __all__ = [
     "NStep",
     "Poly",
     "Policy",
+    "Scaled",
     "Segment",
+    "Stretched",
     "Sin",
     "Sin2",
     "SinExp",

@@ -170,3 +170,55 @@ class Warmup:
         """``warmup_<steps>-`` before the inner policy's string (``warmup_<steps>+start_<lr>-`` if start_lr > 0)."""
         start = f"+start_{self.start_lr}" if self.start_lr else ""
         return f"warmup_{self.warmup_steps}{start}-{self.policy.lrbench_string()}"
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A policy with its learning rate multiplied by ``k_scale``: LRBench's base-LR scale test.
+
+    Every LRBench function is linear in its k values (``(k1 - k0) * g(t) + k0`` or ``k0 * g(t)``), so scaling the
+    LR is exactly scaling k0 and k1 by the same factor.
+    """
+
+    policy: Policy
+    k_scale: float
+    lrbench_name: ClassVar[str] = "SCALED"
+
+    def __post_init__(self) -> None:
+        _check_policy("policy", self.policy)
+        k = self.k_scale
+        if isinstance(k, bool) or not isinstance(k, numbers.Real) or not 0 < k < float("inf"):
+            raise ValueError(f"k_scale must be a number > 0 (factor on the policy's k values), got {k!r}")
+        object.__setattr__(self, "k_scale", float(k))
+
+    def __call__(self, t: int) -> float:
+        return self.k_scale * self.policy(t)
+
+    def lrbench_string(self) -> str:
+        return f"{self.policy.lrbench_string()}-SCALE-{self.k_scale:g}"
+
+
+@dataclass(frozen=True)
+class Stretched:
+    """A policy whose clock is stretched so its ``horizon_steps`` fit into a run of ``total_steps``.
+
+    ``lr(t) = policy(floor(t * horizon_steps / total_steps))``. A policy written for a 10,000-step run (every
+    ``l``, boundary and per-step ``gamma`` in its units) keeps its shape in a 900-step study. Values are exactly the
+    inner policy's, sampled at the stretched step.
+    """
+
+    policy: Policy
+    horizon_steps: int
+    total_steps: int
+    lrbench_name: ClassVar[str] = "STRETCHED"
+
+    def __post_init__(self) -> None:
+        _check_policy("policy", self.policy)
+        object.__setattr__(self, "horizon_steps", check_steps("horizon_steps", self.horizon_steps, "policy steps"))
+        object.__setattr__(self, "total_steps", check_steps("total_steps", self.total_steps, "optimizer steps"))
+
+    def __call__(self, t: int) -> float:
+        return self.policy(check_step(t) * self.horizon_steps // self.total_steps)
+
+    def lrbench_string(self) -> str:
+        return f"{self.policy.lrbench_string()}-STRETCH-{self.horizon_steps}/{self.total_steps}"

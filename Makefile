@@ -1,0 +1,43 @@
+# lrbench-pipeline: `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= $(CURDIR)/mlruns
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install data run ui test test-fast bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision, lightning, hydra, mlflow"
+	touch $@
+
+install: $(BIN)/.installed ## create .venv with the package and a matching torch/torchvision pair
+
+data: ## install the offline Fashion-MNIST package (Debian/Ubuntu, needs root)
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "run as root: apt-get install dataset-fashion-mnist (or let torchvision download it)"; fi
+
+run: install ## train the default job (LeNet-5, Fashion-MNIST, 1 epoch) into the local store
+	$(BIN)/python -m pipeline
+
+ui: install ## browse every run: the MLflow UI on the local store at http://$(HOST):$(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db --host $(HOST) --port $(PORT)
+
+test: install ## run the whole test suite (slow end-to-end tests included)
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## run the tests not marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean: ## remove outputs of runs (keeps the MLflow store)
+	rm -rf outputs multirun .pytest_cache

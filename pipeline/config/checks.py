@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
-GROUPS = ("model", "dataset", "optimizer", "policy", "warmup", "trainer", "tracking")
+GROUPS = ("model", "dataset", "optimizer", "policy", "warmup", "momentum", "analysis", "sampler", "trainer", "tracking")
 
 
 class ConfigError(ValueError):
@@ -35,6 +35,8 @@ class Job:
     choices: dict[str, str]
     max_steps: int
     max_epochs: int
+    # Opt-in Lightning callbacks (e.g. +analysis=lca), each a factory called with the run's recorder.
+    callbacks: tuple = ()
 
 
 def _int(cfg: DictConfig, key: str, low: int, allowed: tuple[int, ...] = ()) -> int:
@@ -172,6 +174,8 @@ def check(cfg: DictConfig) -> Job:
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"model: {exc}") from exc
 
+    callbacks = tuple(_instantiate(cfg[group], group) for group in ("analysis",) if cfg.get(group) is not None)
+
     choices = group_choices(cfg)
     choices["policy"] = policy_name
-    return Job(policy, policy_name, optimizer, model, dataset, choices, max_steps, max_epochs)
+    return Job(policy, policy_name, optimizer, model, dataset, choices, max_steps, max_epochs, callbacks)

@@ -127,7 +127,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     choices = job.choices
     run_name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
     mlflow_client = store.client(uri)
-    with open_run(mlflow_client, experiment_id, run_name, run_tags(cfg, job, policy), cfg.tracking.flush_every) as recorder:
+    tags = run_tags(cfg, job, policy)
+    with open_run(mlflow_client, experiment_id, run_name, tags, cfg.tracking.flush_every) as recorder:
         config = job_config(cfg)
         recorder.params(flatten(config))
         with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +154,7 @@ def run_job(cfg: DictConfig) -> JobResult:
             enable_checkpointing=False,
             enable_progress_bar=cfg.trainer.progress,
             enable_model_summary=False,
-            callbacks=[metrics],
+            callbacks=[metrics, *(extra(recorder=recorder) for extra in job.callbacks)],
         )
         trainer.fit(module, datamodule=datamodule)
         test = None

@@ -31,13 +31,17 @@ class PolicyClassifier(L.LightningModule):
         self.policy = policy
         self._eval = EvalStats(num_classes)
         self.last_eval: dict[str, float] | None = None
+        self.last_sample_losses: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        return F.cross_entropy(self(x), y)
+        losses = F.cross_entropy(self(x), y, reduction="none")
+        # Per-sample losses of the last training batch, for callbacks that learn from them (AutoAssist).
+        self.last_sample_losses = losses.detach()
+        return losses.mean()
 
     # -- evaluation: the same sums for validation and test ----------------------------------------------------
     def _eval_step(self, batch) -> None:

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pipeline.config.checks import ConfigError
+from pipeline.tracking.store import TrackingError
 
 # Absolute, so the command works from any directory (the project is installed in editable mode).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -41,7 +42,7 @@ def train(cfg: DictConfig):
     multirun = _is_multirun()
     try:
         result = run_job(cfg)
-    except ConfigError as exc:
+    except (ConfigError, TrackingError) as exc:
         if not multirun:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_CONFIG)

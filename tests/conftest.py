@@ -25,9 +25,13 @@ def compose_job(*overrides: str):
 
 @pytest.fixture
 def store_uri(tmp_path, monkeypatch):
-    """An empty SQLite MLflow store in a temp dir, also exported so subprocesses and defaults use it."""
+    """An empty SQLite MLflow store in a temp dir, also exported so subprocesses and defaults use it.
+
+    The test also runs in that temp dir, so relative outputs (checkpoints/, outputs/) stay private to it.
+    """
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
     return uri
 
 

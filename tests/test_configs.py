@@ -7,8 +7,10 @@ import pytest
 from conftest import CONF, TINY, compose_job
 from pipeline.config.checks import ConfigError, check
 
-GROUPS = ["model", "dataset", "optimizer", "policy", "warmup", "experiment", "optimizer_setup"]
-APPENDED = {"policy", "warmup", "experiment", "optimizer_setup"}  # not in the defaults list: selected with +group=
+GROUPS = ["model", "dataset", "optimizer", "policy", "warmup", "experiment", "optimizer_setup", "momentum", "method",
+          "analysis", "sampler", "assist"]
+# Not in the defaults list: selected with +group=.
+APPENDED = {"policy", "warmup", "experiment", "optimizer_setup", "method", "analysis", "sampler", "assist"}
 
 
 def _options():

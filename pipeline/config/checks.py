@@ -37,6 +37,12 @@ class Job:
     max_epochs: int
     # Opt-in Lightning callbacks (e.g. +analysis=lca), each a factory called with the run's recorder.
     callbacks: tuple = ()
+    # Momentum policy t -> momentum (momentum=demon), None for the optimizer's constant momentum (momentum=none).
+    # A Demon is unbound here: its T is the run's number of optimizer steps, bound by the job.
+    momentum: Any = None
+    # Opt-in data policy (+sampler=autoassist): a factory called with the loaded data module and the run's recorder;
+    # it returns a Lightning callback whose ``datamodule`` the job trains with.
+    sampler: Any = None
 
 
 def _int(cfg: DictConfig, key: str, low: int, allowed: tuple[int, ...] = ()) -> int:
@@ -96,6 +102,10 @@ def check_trainer(cfg: DictConfig) -> tuple[int, int]:
     _int(cfg, "trainer.eval_every_steps", 1)
     _int(cfg, "trainer.accumulate_grad_batches", 1)
     _int(cfg, "trainer.num_threads", 0)
+    _int(cfg, "trainer.checkpoint_every_steps", 0)
+    folder = OmegaConf.select(cfg, "trainer.checkpoint_dir")
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")
     _float(cfg, "trainer.divergence_factor", 1.0, low_open=True)
     targets = OmegaConf.select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
@@ -147,6 +157,27 @@ def build_policy(cfg: DictConfig, optimizer_lr: float) -> tuple[Any, str]:
     return policy, name
 
 
+def build_momentum(cfg: DictConfig, optimizer: Any) -> Any:
+    """The job's momentum policy; None for ``momentum=none`` (an empty node) or no node: the optimizer's constant
+    momentum. ``optimizer`` is one built on a dummy parameter: a policy needs its ``momentum`` or ``betas``."""
+    node = cfg.get("momentum")
+    if node is None or len(node) == 0:
+        return None
+    name = group_choices(cfg).get("momentum", "custom")
+    policy = _instantiate(node, "momentum")
+    if not callable(policy):
+        raise ConfigError(f"momentum must build a momentum policy t -> momentum (a node with _target_), got {node!r}")
+    group = optimizer.param_groups[0]
+    if "betas" not in group and "momentum" not in group:
+        option = group_choices(cfg).get("optimizer", "custom")
+        raise ConfigError(
+            f"momentum: momentum={name} schedules SGD's momentum or Adam's beta1, but optimizer={option} "
+            f"({type(optimizer).__name__}) has neither; use momentum=none or an optimizer with momentum "
+            "(e.g. optimizer=momentum, sgd, nesterov, adam, adamw, rmsprop)"
+        )
+    return policy
+
+
 def check(cfg: DictConfig) -> Job:
     """Check every group of a composed job and build what can be built without data; raise ConfigError."""
     import torch
@@ -161,11 +192,12 @@ def check(cfg: DictConfig) -> Job:
 
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, momentum... when the optimizer is built: build one on a dummy parameter
-        optimizer([torch.nn.Parameter(torch.zeros(1))])
+        probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"optimizer: {exc}") from exc
     lr = float(OmegaConf.select(cfg, "optimizer.lr", default=0.0) or 0.0)
     policy, policy_name = build_policy(cfg, lr)
+    momentum = build_momentum(cfg, probe)
 
     model = _instantiate(cfg.model, "model")
     dataset = _instantiate(cfg.dataset, "dataset")
@@ -175,7 +207,9 @@ def check(cfg: DictConfig) -> Job:
         raise ConfigError(f"model: {exc}") from exc
 
     callbacks = tuple(_instantiate(cfg[group], group) for group in ("analysis",) if cfg.get(group) is not None)
+    sampler = _instantiate(cfg.sampler, "sampler") if cfg.get("sampler") is not None else None
 
     choices = group_choices(cfg)
     choices["policy"] = policy_name
-    return Job(policy, policy_name, optimizer, model, dataset, choices, max_steps, max_epochs, callbacks)
+    return Job(policy, policy_name, optimizer, model, dataset, choices, max_steps, max_epochs, callbacks,
+               momentum=momentum, sampler=sampler)

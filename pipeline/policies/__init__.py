@@ -18,13 +18,17 @@ from .lr import (
     TriangleExp,
     curve,
 )
+from .momentum import CyclicMomentum, Demon, MomentumPolicy
 
 __all__ = [
     "Composite",
     "Cos",
+    "CyclicMomentum",
+    "Demon",
     "Exp",
     "Fix",
     "Inv",
+    "MomentumPolicy",
     "NStep",
     "Poly",
     "Policy",

@@ -8,6 +8,7 @@ status: FINISHED, FAILED (with ``failure`` and ``error`` tags) or KILLED, never 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
@@ -43,7 +44,12 @@ class RunRecorder:
         self.client = mlflow_client
         self.run_id = run_id
         self.flush_every = flush_every
+        self.retries = RETRIES
         self._buffer: list = []
+        self._flush_at = flush_every
+        # Per metric key, the last step already in the store: a resumed run re-computes the steps between its
+        # checkpoint and the crash, and those must not be written twice.
+        self.floor: dict[str, int] = {}
         self.failure: str | None = None  # set by fail(); the run then ends FAILED even without an exception
         self.error: str | None = None
 
@@ -51,9 +57,11 @@ class RunRecorder:
     def metric(self, key: str, value: float, step: int, timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
 
+        if step <= self.floor.get(key, -1):
+            return
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         self._buffer.append(Metric(key=key, value=float(value), timestamp=ts, step=int(step)))
-        if len(self._buffer) >= self.flush_every:
+        if len(self._buffer) >= self._flush_at:
             self.flush()
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
@@ -63,12 +71,24 @@ class RunRecorder:
                 continue  # a summary that does not exist (e.g. a target never reached) is absent, not NaN
             self.metric(key, value, step, ts)
 
-    def flush(self) -> None:
-        """Send buffered metrics; on repeated failure they stay buffered (nothing is dropped) and the error rises."""
-        while self._buffer:
-            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-            self._with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True))
-            del self._buffer[: len(chunk)]
+    def flush(self, final: bool = False) -> None:
+        """Send buffered metrics in batches of at most 1,000.
+
+        A store that fails after the retries keeps the values buffered (nothing is dropped): mid-run training goes
+        on and a later flush tries again; at the end of the run (``final``) the error rises and ``finish`` spools.
+        """
+        try:
+            while self._buffer:
+                chunk = self._buffer[:MAX_METRICS_PER_BATCH]
+                self._with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True))
+                del self._buffer[: len(chunk)]
+            self._flush_at = self.flush_every
+        except Exception as exc:  # noqa: BLE001
+            if final:
+                raise
+            self._flush_at = len(self._buffer) + self.flush_every  # try again after as many new values
+            print(f"warning: tracking store unavailable ({type(exc).__name__}); {len(self._buffer)} metric values "
+                  "kept in memory and sent later", file=sys.stderr, flush=True)
 
     @property
     def pending(self) -> int:
@@ -94,6 +114,13 @@ class RunRecorder:
         self._with_retries(lambda: self.client.log_artifact(self.run_id, path, artifact_path))
 
     # -- ending --------------------------------------------------------------------------------------------
+    def resume_from_store(self, keys) -> None:
+        """Set the floor of each key to the last step the store already holds for this run."""
+        for key in keys:
+            history = self._with_retries(lambda: self.client.get_metric_history(self.run_id, key))
+            if history:
+                self.floor[key] = max(m.step for m in history)
+
     def fail(self, failure: str, error: str) -> None:
         """Mark the run as failed for a reason found during training (e.g. divergence); it ends FAILED."""
         self.failure, self.error = failure, error
@@ -103,19 +130,30 @@ class RunRecorder:
         error = error or self.error
         if failure and status == "FINISHED":
             status = "FAILED"
+        end_tags = {"failure": failure or "error", "error": (error or "")[:MAX_TAG_CHARS]} if failure or error else {}
         try:
-            self.flush()
-        finally:
-            if failure or error:
-                self.tags({"failure": failure or "error", "error": (error or "")[:MAX_TAG_CHARS]})
+            self.flush(final=True)
+            if end_tags:
+                self.tags(end_tags)
             self._with_retries(lambda: self.client.set_terminated(self.run_id, status=status))
+        except Exception as exc:  # noqa: BLE001 - the store stays down: keep everything on disk
+            from pipeline.tracking import spool
+            from pipeline.tracking.store import TrackingError
+
+            path = spool.write(self.client.tracking_uri, self.run_id, self._buffer, end_tags, status)
+            self._buffer = []
+            raise TrackingError(
+                f"the tracking store did not answer at the end of run {self.run_id} ({type(exc).__name__}); its "
+                f"unsent metrics and final status ({status}) are kept in {path}; send them when the store is back "
+                "with: python -m pipeline.tracking.spool"
+            ) from exc
 
     def _with_retries(self, call):
-        for attempt in range(RETRIES + 1):
+        for attempt in range(self.retries + 1):
             try:
                 return call()
             except Exception:  # noqa: BLE001 - MLflow raises many types for transient faults
-                if attempt == RETRIES:
+                if attempt == self.retries:
                     raise
                 time.sleep(RETRY_BASE_S * 2**attempt)
 
@@ -127,15 +165,23 @@ def open_run(
     run_name: str,
     tags: Mapping[str, Any],
     flush_every: int = 500,
+    resume_run_id: str | None = None,
 ) -> Iterator[RunRecorder]:
-    """Create a run and yield its recorder; the run ends FINISHED, FAILED or KILLED however the block exits."""
-    run = mlflow_client.create_run(
-        experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items() if v is not None}
-    )
-    recorder = RunRecorder(mlflow_client, run.info.run_id, flush_every=flush_every)
+    """Create a run (or reopen ``resume_run_id``) and yield its recorder.
+
+    The run ends FINISHED, FAILED or KILLED however the block exits: an interrupt (Ctrl-C, SIGTERM, which Lightning
+    turns into ``SystemExit``) ends it KILLED, any other exception FAILED with the error.
+    """
+    if resume_run_id:
+        mlflow_client.update_run(resume_run_id, status="RUNNING")
+        run_id = resume_run_id
+    else:
+        tag_values = {k: str(v) for k, v in tags.items() if v is not None}
+        run_id = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tag_values).info.run_id
+    recorder = RunRecorder(mlflow_client, run_id, flush_every=flush_every)
     try:
         yield recorder
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         recorder.finish("KILLED", failure="killed", error="interrupted (Ctrl-C or SIGTERM)")
         raise
     except BaseException as exc:

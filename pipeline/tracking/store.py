@@ -98,8 +98,19 @@ def _store_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# MLflow's HTTP client retries a dead server for minutes by default; the recorder has its own retries and keeps
+# unsent metrics, so each request gives up quickly instead of stalling training.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
 def client(uri: str):
     """An MlflowClient bound to ``uri`` (imported lazily: mlflow costs seconds to import)."""
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)

@@ -10,6 +10,7 @@ times the first one) stops training at once and marks the run failed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -43,6 +44,23 @@ class MetricsCallback(L.Callback):
         self._eval_start = 0.0
         self.train_seconds = 0.0
 
+    # -- checkpointed state, so a resumed run's summary covers the whole run ------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "progress": dataclasses.asdict(self.progress),
+            "first_loss": self._first_loss,
+            "train_seconds": self._train_seconds() if self._fit_start else self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        progress = dict(state["progress"])
+        progress["targets"] = tuple(progress["targets"])
+        progress["evals"] = [tuple(e) for e in progress["evals"]]
+        progress["reached"] = {float(k): tuple(v) for k, v in progress["reached"].items()}
+        self.progress = RunProgress(**progress)
+        self._first_loss = state["first_loss"]
+        self.train_seconds = state["train_seconds"]
+
     # -- timing: seconds count training only, not evaluation ----------------------------------------------
     def on_fit_start(self, trainer, pl_module):
         self._fit_start = time.perf_counter() - self.train_seconds
@@ -67,6 +85,7 @@ class MetricsCallback(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._loss_sum += float(loss)
         self._loss_count += 1
+        self.progress.samples += len(batch[1]) * trainer.world_size  # (x, y): y holds one label per sample
         # global_step advances when an optimizer step consumed the accumulated batches; until then, keep summing.
         if trainer.global_step != self._last_global_step:
             self._last_global_step = trainer.global_step

@@ -149,6 +149,39 @@ class TensorBatchDataset(Dataset):
         return self.x[rows], self.y[rows]
 
 
+class ResumableLoader(DataLoader):
+    """A train loader that continues a resumed epoch where it stopped instead of restarting it.
+
+    ``position()`` says how many batches of the current epoch were already trained on (derived from the trainer's
+    global step and epoch); that many batches of the epoch's fixed order are skipped. With the sampler's order a pure
+    function of (seed, epoch), a run killed mid-epoch and resumed from a checkpoint sees exactly the batches an
+    uninterrupted run would.
+    """
+
+    def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self):
+        return self._batches()
+
+    # Lightning treats loaders with these methods as resumable (and stops warning that results will differ). The
+    # position needs no saved state: it follows from the restored global step.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def _batches(self):
+        # A generator: nothing runs until the first batch is asked for, which is after Lightning has set the
+        # sampler's epoch and restored the trainer's step, so the skip reads the right epoch and position.
+        iterator = super().__iter__()
+        for _ in range(self.position() if self.position else 0):
+            next(iterator)
+        yield from iterator
+
+
 def keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     """Pass-through ``collate_fn``: ``__getitems__`` already returns the stacked batch."""
     return batch
@@ -283,13 +316,25 @@ class TensorDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_set
-        return DataLoader(
+        return ResumableLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(len(dataset), self.seed),
             collate_fn=keep_batch,
             num_workers=0,  # in memory: worker processes would only add pickling and start-up
+            position=self._batches_done_this_epoch,
         )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Batches of the current epoch already trained on: non-zero only when Lightning resumed mid-epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        batches = math.ceil(len(self.train_set) / self.batch_size)
+        accumulate = trainer.accumulate_grad_batches
+        steps_per_epoch = math.ceil(batches / accumulate)
+        done = (trainer.global_step - trainer.current_epoch * steps_per_epoch) * accumulate
+        return min(max(done, 0), batches)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

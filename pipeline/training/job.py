@@ -6,10 +6,17 @@ store) fails before the MLflow run is created, so a bad command leaves no trace 
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
+import json
+import math
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +72,60 @@ def run_tags(cfg: DictConfig, job: Job, policy) -> dict[str, str]:
     return tags
 
 
+# Display-only settings: changing them does not make a different job (a re-run with them changed still resumes).
+VOLATILE_KEYS = {("trainer", "progress")}
+
+
+def run_key(config: dict) -> str:
+    """The identity of a job: the same command (same resolved config) gives the same key, so a re-run resumes."""
+    stable = {group: ({k: v for k, v in value.items() if (group, k) not in VOLATILE_KEYS}
+                      if isinstance(value, dict) else value) for group, value in config.items()}
+    return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def find_resumable_run(client, experiment_id: str, key: str) -> str | None:
+    """The latest unfinished run of this job: killed (-9 leaves it RUNNING), interrupted, or crashed with an error."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.run_key = '{key}'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    if run.info.status in ("RUNNING", "KILLED") or (
+        run.info.status == "FAILED" and run.data.tags.get("failure") == "error"
+    ):
+        return run.info.run_id
+    return None
+
+
+@contextmanager
+def job_lock(folder: Path):
+    """Hold an exclusive lock on a job's checkpoint folder: the same job cannot run twice at once. A killed
+    process releases it (the kernel drops the lock), so a re-run after ``kill -9`` can take over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"this job is already running (checkpoint folder {folder} is locked)") from None
+        yield
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt for the duration of a run, so the run ends KILLED, not RUNNING."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
     import matplotlib
 
@@ -97,8 +158,11 @@ def run_job(cfg: DictConfig) -> JobResult:
     import torch
 
     from pipeline.policies import Stretched
+    from pipeline.policies.momentum import for_run
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     from pipeline.training.callbacks import MetricsCallback
-    from pipeline.training.metrics import summarize
+    from pipeline.training.metrics import EVAL_KEYS, summarize
     from pipeline.training.module import PolicyClassifier
 
     # 1. Config stage: every check that needs no data.
@@ -115,54 +179,81 @@ def run_job(cfg: DictConfig) -> JobResult:
         in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, image_size=datamodule.image_size
     )
     accumulate = cfg.trainer.accumulate_grad_batches
-    steps_per_epoch = max(len(datamodule.train_dataloader()) // accumulate, 1)
+    # Lightning steps the optimizer on a partial accumulation at the end of an epoch, hence the ceiling.
+    steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / accumulate)
     total_steps = job.max_steps if job.max_steps > 0 else job.max_epochs * steps_per_epoch
     policy = job.policy
     if cfg.schedule.horizon_steps:
         policy = Stretched(policy, cfg.schedule.horizon_steps, total_steps)
+    momentum = for_run(job.momentum, total_steps)  # Demon's T: this run's optimizer steps
 
-    module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes)
+    module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes, momentum=momentum)
 
     # 3. The run: everything from here on is recorded, and the run ends with a status whatever happens.
+    # A job killed mid-run is resumed by running the same command again: same config, same key, same MLflow run.
     choices = job.choices
     run_name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
     mlflow_client = store.client(uri)
-    tags = run_tags(cfg, job, policy)
-    with open_run(mlflow_client, experiment_id, run_name, tags, cfg.tracking.flush_every) as recorder:
-        config = job_config(cfg)
-        recorder.params(flatten(config))
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
-            lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", f"{choices['policy']}: {run_name}")
-            recorder.artifact(str(Path(tmp) / "config.yaml"))
-            recorder.artifact(str(Path(tmp) / "lr_curve.png"))
+    config = job_config(cfg)
+    key = run_key(config)
+    tags = {**run_tags(cfg, job, policy), "run_key": key}
+    if momentum is not None:
+        tags["momentum_spec"] = momentum.describe()
+    checkpoint_every = cfg.trainer.checkpoint_every_steps
+    checkpoint_dir = Path(cfg.trainer.checkpoint_dir).resolve() / key
+    with job_lock(checkpoint_dir), sigterm_as_interrupt():
+        checkpoint = checkpoint_dir / "last.ckpt"
+        resume_id = find_resumable_run(mlflow_client, experiment_id, key) if checkpoint.exists() else None
+        if checkpoint.exists() and resume_id is None:
+            checkpoint.unlink()  # left by a run that has since finished or been deleted
+        with open_run(mlflow_client, experiment_id, run_name, tags, cfg.tracking.flush_every, resume_id) as recorder:
+            if resume_id:
+                print(f"resuming run {resume_id} from {checkpoint}", flush=True)
+                recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
+            else:
+                recorder.params(flatten(config))
+                with tempfile.TemporaryDirectory() as tmp:
+                    (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
+                    lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", f"{choices['policy']}: {run_name}")
+                    recorder.artifact(str(Path(tmp) / "config.yaml"))
+                    recorder.artifact(str(Path(tmp) / "lr_curve.png"))
 
-        metrics = MetricsCallback(recorder, cfg.trainer.targets, cfg.trainer.divergence_factor)
-        trainer = L.Trainer(
-            max_steps=job.max_steps,
-            max_epochs=job.max_epochs,
-            val_check_interval=cfg.trainer.eval_every_steps * accumulate,
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            accumulate_grad_batches=accumulate,
-            accelerator=cfg.trainer.accelerator,
-            devices=cfg.trainer.devices,
-            strategy=cfg.trainer.strategy,
-            precision=cfg.trainer.precision,
-            deterministic=cfg.trainer.deterministic,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=cfg.trainer.progress,
-            enable_model_summary=False,
-            callbacks=[metrics, *(extra(recorder=recorder) for extra in job.callbacks)],
-        )
-        trainer.fit(module, datamodule=datamodule)
-        test = None
-        if metrics.progress.diverged_at is None:
-            trainer.validate(module, datamodule=datamodule, verbose=False)  # the end-of-budget evaluation
-            trainer.test(module, datamodule=datamodule, verbose=False)
-            test = module.last_eval
-        recorder.metrics(summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test),
-                         trainer.global_step)
-        run_id = recorder.run_id
-    return JobResult(run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure)
+            metrics = MetricsCallback(recorder, cfg.trainer.targets, cfg.trainer.divergence_factor)
+            callbacks = [metrics, *(extra(recorder=recorder) for extra in job.callbacks)]
+            if job.sampler is not None:  # +sampler=autoassist: train on the batches it emits (val/test unchanged)
+                sampler = job.sampler(datamodule=datamodule, recorder=recorder)
+                callbacks.append(sampler)
+                datamodule = sampler.datamodule
+            if checkpoint_every:
+                callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
+                                                 every_n_train_steps=checkpoint_every, enable_version_counter=False))
+            trainer = L.Trainer(
+                max_steps=job.max_steps,
+                max_epochs=job.max_epochs,
+                val_check_interval=cfg.trainer.eval_every_steps * accumulate,
+                check_val_every_n_epoch=None,
+                num_sanity_val_steps=0,
+                accumulate_grad_batches=accumulate,
+                accelerator=cfg.trainer.accelerator,
+                devices=cfg.trainer.devices,
+                strategy=cfg.trainer.strategy,
+                precision=cfg.trainer.precision,
+                deterministic=cfg.trainer.deterministic,
+                logger=False,
+                enable_checkpointing=bool(checkpoint_every),
+                enable_progress_bar=cfg.trainer.progress,
+                enable_model_summary=False,
+                callbacks=callbacks,
+            )
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if resume_id else None)
+            test = None
+            if metrics.progress.diverged_at is None:
+                trainer.validate(module, datamodule=datamodule, verbose=False)  # the end-of-budget evaluation
+                trainer.test(module, datamodule=datamodule, verbose=False)
+                test = module.last_eval
+            summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
+            recorder.metrics(summary, trainer.global_step)
+        # The run is over (finished, or failed for good): its checkpoint is no longer needed.
+        checkpoint.unlink(missing_ok=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure)

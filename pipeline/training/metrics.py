@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 
 
+# What every evaluation reports, logged as val/<key> and test/<key>.
+EVAL_KEYS = ("loss", "acc", "acc_top5", "conf_mean", "conf_std", "conf_class_std")
+
+
 class EvalStats:
     """Running sums over evaluation batches, so a whole split is scored without keeping its outputs.
 
@@ -92,6 +96,8 @@ class RunProgress:
     best_step: int = -1
     last_train_loss: float = math.nan
     diverged_at: int | None = None
+    samples: int = 0  # training samples the model has trained on so far (all processes)
+    reached_samples: dict[float, int] = field(default_factory=dict)  # target -> samples trained on by then
 
     def add_eval(self, step: int, seconds: float, acc: float) -> None:
         self.evals.append((step, seconds, acc))
@@ -100,6 +106,7 @@ class RunProgress:
         for target in self.targets:
             if target not in self.reached and acc >= target:
                 self.reached[target] = (step, seconds)
+                self.reached_samples[target] = self.samples
 
 
 # How many of the last evaluations the "late fluctuation" (LRBench's variance) is measured over.
@@ -110,6 +117,7 @@ def summarize(progress: RunProgress, steps: int, train_s: float, test: dict[str,
     """The ``summary/*`` metrics of a run; a target never reached has no ``steps_to``/``seconds_to`` entry."""
     out: dict[str, float] = {
         "summary/steps": float(steps),
+        "summary/samples": float(progress.samples),
         "summary/train_s": train_s,
         "summary/diverged": 1.0 if progress.diverged_at is not None else 0.0,
         "summary/final_train_loss": progress.last_train_loss,
@@ -135,6 +143,8 @@ def summarize(progress: RunProgress, steps: int, train_s: float, test: dict[str,
             step, seconds = progress.reached[target]
             out[f"summary/steps_to_acc_{target:g}"] = float(step)
             out[f"summary/seconds_to_acc_{target:g}"] = seconds
+            if target in progress.reached_samples:
+                out[f"summary/samples_to_acc_{target:g}"] = float(progress.reached_samples[target])
     if test:
         for key, value in test.items():
             out[f"summary/test_{key}"] = value

@@ -24,11 +24,13 @@ class PolicyClassifier(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         policy: Callable[[int], float],
         num_classes: int,
+        momentum: Callable[[int], float] | None = None,  # momentum policy (Demon); None: constant momentum
     ):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.policy = policy
+        self.momentum = momentum
         self._eval = EvalStats(num_classes)
         self.last_eval: dict[str, float] | None = None
         self.last_sample_losses: torch.Tensor | None = None
@@ -79,5 +81,5 @@ class PolicyClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
-        scheduler = PolicyScheduler(optimizer, self.policy)
+        scheduler = PolicyScheduler(optimizer, self.policy, momentum=self.momentum)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}

@@ -6,9 +6,14 @@ BIN := $(VENV)/bin
 STORE ?= $(CURDIR)/mlruns
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# Team server: the PostgreSQL cluster of `make postgres` if it exists, else the local SQLite store. The URI holds a
+# password, so it reaches mlflow through the environment, never the command line or the log.
+BACKEND ?= $(shell cat $(CURDIR)/.postgres/backend_uri 2>/dev/null || echo sqlite:///$(STORE)/mlflow.db)
+ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
+SERVER_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run ui test test-fast bench clean
+.PHONY: help install data run ui postgres server test test-fast bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +37,14 @@ run: install ## train the default job (LeNet-5, Fashion-MNIST, 1 epoch) into the
 
 ui: install ## browse every run: the MLflow UI on the local store at http://$(HOST):$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db --host $(HOST) --port $(PORT)
+
+postgres: ## create (once) and start a local PostgreSQL for the team server; data in .postgres/
+	bash scripts/postgres.sh init start
+
+server: install ## the team's MLflow server at http://$(HOST):$(PORT) on PostgreSQL (else SQLite), serving artifacts
+	@echo "mlflow server: backend $$(echo '$(BACKEND)' | sed -E 's#//([^:/@]+):[^@]*@#//\1:****@#'), artifacts $(ARTIFACTS)"
+	@MLFLOW_BACKEND_STORE_URI='$(BACKEND)' $(BIN)/mlflow server --artifacts-destination '$(ARTIFACTS)' --serve-artifacts \
+	  --host $(HOST) --port $(PORT) --workers 2 $(SERVER_OPTS)
 
 test: install ## run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest -q

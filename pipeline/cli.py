@@ -59,7 +59,8 @@ def train(cfg: DictConfig):
     if result.status != "FINISHED" and not _is_multirun():
         print(f"run {result.run_id} failed: {result.failure}", file=sys.stderr)
         sys.exit(1)
-    print(f"run {result.run_id} {result.status}")
+    if result.run_id:  # DDP ranks other than 0 record nothing
+        print(f"run {result.run_id} {result.status}")
     return result
 
 

@@ -117,6 +117,7 @@ def check_trainer(cfg: DictConfig) -> tuple[int, int]:
     _choice(cfg, "trainer.accelerator", ACCELERATORS)
     _choice(cfg, "trainer.strategy", STRATEGIES)
     _choice(cfg, "trainer.precision", PRECISIONS)
+    _int(cfg, "trainer.num_nodes", 1)
     devices = OmegaConf.select(cfg, "trainer.devices")
     if devices != "auto":
         _int(cfg, "trainer.devices", 1)
@@ -207,6 +208,11 @@ def check(cfg: DictConfig) -> Job:
         raise ConfigError(f"model: {exc}") from exc
 
     callbacks = tuple(_instantiate(cfg[group], group) for group in ("analysis",) if cfg.get(group) is not None)
+    for factory, group in zip(callbacks, ("analysis",)):
+        try:  # the factories are partial: build each once now, so bad options fail before any run exists
+            factory(recorder=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{group}.{exc}" if isinstance(exc, ValueError) else f"{group}: {exc}") from exc
     sampler = _instantiate(cfg.sampler, "sampler") if cfg.get("sampler") is not None else None
 
     choices = group_choices(cfg)

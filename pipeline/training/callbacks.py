@@ -100,7 +100,10 @@ class MetricsCallback(L.Callback):
         if self._first_loss is None and math.isfinite(loss):
             self._first_loss = loss
         too_big = self._first_loss is not None and loss > self.divergence_factor * self._first_loss
-        if not math.isfinite(loss) or too_big:
+        diverged = not math.isfinite(loss) or too_big
+        if trainer.world_size > 1:  # every rank stops together, or the others would wait forever in the next step
+            diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
             self.progress.diverged_at = step
             reason = "non-finite" if not math.isfinite(loss) else f"above {self.divergence_factor:g}x the first loss"
             self.recorder.fail("diverged", f"training loss {loss:.4g} at step {step} is {reason}")

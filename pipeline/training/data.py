@@ -193,31 +193,39 @@ def derive_seed(*keys: int) -> int:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """Random order of ``range(n)`` that is a pure function of ``(seed, epoch)``.
+    """Random order of ``range(n)`` that is a pure function of ``(seed, epoch)``, optionally one rank's shard of it.
 
     ``set_epoch`` (called by Lightning at every epoch start, like ``DistributedSampler``'s) selects the epoch; a
     plain PyTorch loop must call it too, or every epoch repeats epoch 0's order.
+
+    Under DDP (``world`` processes) rank ``r`` takes positions ``r, r + world, ...`` of the same order, cut to
+    ``n // world`` so every rank runs the same number of steps. With a per-rank batch of ``B``, global step ``b``
+    then trains on exactly the samples ``order[b*B*world : (b+1)*B*world]``: the batch a single process with batch
+    ``B*world`` would see, so a DDP run is the same optimisation as that single-process run.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
         _check_int("n", n, 1)
         _check_int("seed", seed, 0)
-        self.n, self.seed, self.epoch = n, seed, 0
+        _check_int("world", world, 1)
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world - 1}], got {rank!r}")
+        self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
         _check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def order(self, epoch: int) -> Tensor:
-        """The permutation used in `epoch`."""
+        """The permutation used in `epoch` (all ranks)."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, _ORDER_STREAM, epoch))
         return torch.randperm(self.n, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch).tolist())
+        return iter(self.order(self.epoch)[self.rank :: self.world][: len(self)].tolist())
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.world
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -314,12 +322,17 @@ class TensorDataModule(LightningDataModule):
             TensorBatchDataset(x_test, raw.y_test, test_index),
         )
 
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's place under DDP (the data module shards its own loaders; see EpochShuffleSampler)."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_set
         return ResumableLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed),
+            sampler=EpochShuffleSampler(len(dataset), self.seed, *self._rank_and_world()),
             collate_fn=keep_batch,
             num_workers=0,  # in memory: worker processes would only add pickling and start-up
             position=self._batches_done_this_epoch,
@@ -330,7 +343,8 @@ class TensorDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        batches = math.ceil(len(self.train_set) / self.batch_size)
+        per_process = len(self.train_set) // trainer.world_size  # DDP shards every epoch's order
+        batches = math.ceil(per_process / self.batch_size)
         accumulate = trainer.accumulate_grad_batches
         steps_per_epoch = math.ceil(batches / accumulate)
         done = (trainer.global_step - trainer.current_epoch * steps_per_epoch) * accumulate
@@ -369,7 +383,11 @@ class TensorDataModule(LightningDataModule):
         return self._splits
 
     def _eval_loader(self, dataset: TensorBatchDataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=keep_batch)
+        # Under DDP each rank evaluates every world-th sample, none twice: the module sums its statistics over the
+        # ranks, so validation and test metrics are exact over the whole split.
+        rank, world = self._rank_and_world()
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=range(rank, len(dataset), world),
+                          collate_fn=keep_batch)
 
     def _normalise(self, x: Tensor) -> Tensor:
         """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised."""

@@ -16,13 +16,20 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.checks import ConfigError, Job, check
+from pipeline.training.distributed import (
+    NullRecorder,
+    process_rank,
+    relaunch_only_this_job,
+    process_group_scope,
+)
 from pipeline.tracking import store
 from pipeline.tracking.recorder import flatten, open_run
 
@@ -100,16 +107,19 @@ def find_resumable_run(client, experiment_id: str, key: str) -> str | None:
 
 
 @contextmanager
-def job_lock(folder: Path):
-    """Hold an exclusive lock on a job's checkpoint folder: the same job cannot run twice at once. A killed
-    process releases it (the kernel drops the lock), so a re-run after ``kill -9`` can take over."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "lock", "w") as handle:
+def job_lock(path: Path):
+    """Hold an exclusive lock on a job's lock file: the same job cannot run twice at once. A killed process releases
+    it (the kernel drops the lock), so a re-run after ``kill -9`` can take over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"this job is already running (checkpoint folder {folder} is locked)") from None
-        yield
+            raise ConfigError(f"this job is already running (its lock {path} is held)") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -152,25 +162,31 @@ def load_data(job: Job):
     return job.dataset
 
 
-def run_job(cfg: DictConfig) -> JobResult:
-    """Train and record one job; raises ConfigError (before any run exists) or the training error (run FAILED)."""
+@dataclass
+class Training:
+    """What one job trains: the data, the Lightning module and the exact policy it runs under."""
+
+    datamodule: Any
+    module: Any
+    policy: Any
+    momentum: Any
+    total_steps: int
+
+
+def world_size(cfg: DictConfig) -> int:
+    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+    return devices * cfg.trainer.num_nodes
+
+
+def build_training(cfg: DictConfig, job: Job) -> Training:
+    """Load the data, build the model, and fix the policy to this run's number of optimizer steps."""
     import lightning as L
     import torch
 
     from pipeline.policies import Stretched
     from pipeline.policies.momentum import for_run
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from pipeline.training.callbacks import MetricsCallback
-    from pipeline.training.metrics import EVAL_KEYS, summarize
     from pipeline.training.module import PolicyClassifier
 
-    # 1. Config stage: every check that needs no data.
-    job = check(cfg)
-    uri = store.resolve_uri(cfg.tracking.uri)
-    experiment_id = store.prepare(uri, cfg.tracking.experiment)
-
-    # 2. Data and model.
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -178,82 +194,122 @@ def run_job(cfg: DictConfig) -> JobResult:
     net = job.model(
         in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, image_size=datamodule.image_size
     )
-    accumulate = cfg.trainer.accumulate_grad_batches
-    # Lightning steps the optimizer on a partial accumulation at the end of an epoch, hence the ceiling.
-    steps_per_epoch = math.ceil(len(datamodule.train_dataloader()) / accumulate)
+    # Each process trains on its shard of the data; Lightning steps the optimizer on a partial accumulation at the
+    # end of an epoch, hence the ceilings.
+    loader = datamodule.train_dataloader()
+    batches_per_epoch = math.ceil(len(loader.dataset) // world_size(cfg) / loader.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.trainer.accumulate_grad_batches)
     total_steps = job.max_steps if job.max_steps > 0 else job.max_epochs * steps_per_epoch
     policy = job.policy
     if cfg.schedule.horizon_steps:
         policy = Stretched(policy, cfg.schedule.horizon_steps, total_steps)
     momentum = for_run(job.momentum, total_steps)  # Demon's T: this run's optimizer steps
-
     module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes, momentum=momentum)
+    return Training(datamodule, module, policy, momentum, total_steps)
 
-    # 3. The run: everything from here on is recorded, and the run ends with a status whatever happens.
-    # A job killed mid-run is resumed by running the same command again: same config, same key, same MLflow run.
-    choices = job.choices
-    run_name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
-    mlflow_client = store.client(uri)
+
+def record_setup(recorder, config: dict, training: Training, title: str) -> None:
+    """Params and the artifacts every run carries from its start: the resolved config and its LR curve."""
+    recorder.params(flatten(config))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        lr_curve_png(training.policy, training.total_steps, Path(tmp) / "lr_curve.png", title)
+        recorder.artifact(str(Path(tmp) / "config.yaml"))
+        recorder.artifact(str(Path(tmp) / "lr_curve.png"))
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, checkpoint_dir: Path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    every = cfg.trainer.checkpoint_every_steps
+    if every:
+        callbacks = [*callbacks, ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
+                                                 every_n_train_steps=every, enable_version_counter=False)]
+    accumulate = cfg.trainer.accumulate_grad_batches
+    return L.Trainer(
+        max_steps=cfg.trainer.max_steps,
+        max_epochs=cfg.trainer.max_epochs if cfg.trainer.max_steps == -1 else -1,
+        val_check_interval=cfg.trainer.eval_every_steps * accumulate,  # counted in batches
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=accumulate,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        use_distributed_sampler=False,  # the data module shards its own loaders exactly (see data.py)
+        precision=cfg.trainer.precision,
+        deterministic=cfg.trainer.deterministic,
+        logger=False,  # the metrics callback records; Lightning's loggers would write a second copy
+        enable_checkpointing=bool(every),
+        enable_progress_bar=cfg.trainer.progress,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
+def run_job(cfg: DictConfig) -> JobResult:
+    """Train and record one job; raises ConfigError (before any run exists) or the training error (run FAILED)."""
+    from pipeline.training.callbacks import MetricsCallback
+    from pipeline.training.metrics import EVAL_KEYS, summarize
+
+    # 1. Config stage: every check that needs no data, then the store (rank 0 only: see distributed.py).
+    job = check(cfg)
+    uri = store.resolve_uri(cfg.tracking.uri)
+    rank = process_rank(cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1)
+    experiment_id = store.prepare(uri, cfg.tracking.experiment) if rank == 0 else ""
+
+    # 2. Data, model, and the policy fixed to this run's budget.
+    training = build_training(cfg, job)
+    datamodule = training.datamodule
+
+    # 3. The run: from here on everything is recorded, and the run ends with a status whatever happens. A job
+    #    killed mid-run resumes when the same command runs again: same config, same key, same MLflow run.
     config = job_config(cfg)
     key = run_key(config)
-    tags = {**run_tags(cfg, job, policy), "run_key": key}
-    if momentum is not None:
-        tags["momentum_spec"] = momentum.describe()
-    checkpoint_every = cfg.trainer.checkpoint_every_steps
+    tags = {**run_tags(cfg, job, training.policy), "run_key": key}
+    if training.momentum is not None:
+        tags["momentum_spec"] = training.momentum.describe()
+    choices = job.choices
+    run_name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
     checkpoint_dir = Path(cfg.trainer.checkpoint_dir).resolve() / key
-    with job_lock(checkpoint_dir), sigterm_as_interrupt():
-        checkpoint = checkpoint_dir / "last.ckpt"
-        resume_id = find_resumable_run(mlflow_client, experiment_id, key) if checkpoint.exists() else None
-        if checkpoint.exists() and resume_id is None:
-            checkpoint.unlink()  # left by a run that has since finished or been deleted
-        with open_run(mlflow_client, experiment_id, run_name, tags, cfg.tracking.flush_every, resume_id) as recorder:
-            if resume_id:
-                print(f"resuming run {resume_id} from {checkpoint}", flush=True)
-                recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
-            else:
-                recorder.params(flatten(config))
-                with tempfile.TemporaryDirectory() as tmp:
-                    (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
-                    lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", f"{choices['policy']}: {run_name}")
-                    recorder.artifact(str(Path(tmp) / "config.yaml"))
-                    recorder.artifact(str(Path(tmp) / "lr_curve.png"))
+    checkpoint = checkpoint_dir / "last.ckpt"
+    if cfg.trainer.strategy.startswith("ddp"):
+        relaunch_only_this_job()
+    with process_group_scope():
+        with job_lock(checkpoint_dir.with_suffix(".lock")) if rank == 0 else nullcontext(), sigterm_as_interrupt():
+            if rank == 0:
+                client = store.client(uri)
+                resume_id = find_resumable_run(client, experiment_id, key) if checkpoint.exists() else None
+                if resume_id is None:
+                    checkpoint.unlink(missing_ok=True)  # left by a run that has since finished or been deleted
+                run = open_run(client, experiment_id, run_name, tags, cfg.tracking.flush_every, resume_id)
+            else:  # rank 0 decided, before it started this process, whether the job resumes
+                resume_id, run = None, nullcontext(NullRecorder())
+            resuming = checkpoint.exists()
+            with run as recorder:
+                if resume_id:
+                    print(f"resuming run {resume_id} from {checkpoint}", flush=True)
+                    recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
+                elif rank == 0:
+                    record_setup(recorder, config, training, f"{choices['policy']}: {run_name}")
 
-            metrics = MetricsCallback(recorder, cfg.trainer.targets, cfg.trainer.divergence_factor)
-            callbacks = [metrics, *(extra(recorder=recorder) for extra in job.callbacks)]
-            if job.sampler is not None:  # +sampler=autoassist: train on the batches it emits (val/test unchanged)
-                sampler = job.sampler(datamodule=datamodule, recorder=recorder)
-                callbacks.append(sampler)
-                datamodule = sampler.datamodule
-            if checkpoint_every:
-                callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="last", save_top_k=1,
-                                                 every_n_train_steps=checkpoint_every, enable_version_counter=False))
-            trainer = L.Trainer(
-                max_steps=job.max_steps,
-                max_epochs=job.max_epochs,
-                val_check_interval=cfg.trainer.eval_every_steps * accumulate,
-                check_val_every_n_epoch=None,
-                num_sanity_val_steps=0,
-                accumulate_grad_batches=accumulate,
-                accelerator=cfg.trainer.accelerator,
-                devices=cfg.trainer.devices,
-                strategy=cfg.trainer.strategy,
-                precision=cfg.trainer.precision,
-                deterministic=cfg.trainer.deterministic,
-                logger=False,
-                enable_checkpointing=bool(checkpoint_every),
-                enable_progress_bar=cfg.trainer.progress,
-                enable_model_summary=False,
-                callbacks=callbacks,
-            )
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if resume_id else None)
-            test = None
-            if metrics.progress.diverged_at is None:
-                trainer.validate(module, datamodule=datamodule, verbose=False)  # the end-of-budget evaluation
-                trainer.test(module, datamodule=datamodule, verbose=False)
-                test = module.last_eval
-            summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
-            recorder.metrics(summary, trainer.global_step)
-        # The run is over (finished, or failed for good): its checkpoint is no longer needed.
-        checkpoint.unlink(missing_ok=True)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+                metrics = MetricsCallback(recorder, cfg.trainer.targets, cfg.trainer.divergence_factor)
+                callbacks = [metrics, *(extra(recorder=recorder) for extra in job.callbacks)]
+                if job.sampler is not None:  # +sampler=autoassist: train on the batches it emits (val/test unchanged)
+                    sampler = job.sampler(datamodule=datamodule, recorder=recorder)
+                    callbacks.append(sampler)
+                    datamodule = sampler.datamodule
+                trainer = build_trainer(cfg, callbacks, checkpoint_dir)
+                trainer.fit(training.module, datamodule=datamodule, ckpt_path=str(checkpoint) if resuming else None)
+                test = None
+                if metrics.progress.diverged_at is None:
+                    trainer.validate(training.module, datamodule=datamodule, verbose=False)  # end-of-budget eval
+                    trainer.test(training.module, datamodule=datamodule, verbose=False)
+                    test = training.module.last_eval
+                summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
+                recorder.metrics(summary, trainer.global_step)
+            # The run is over (finished, or failed for good): its checkpoint is no longer needed.
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure)

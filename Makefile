@@ -13,10 +13,16 @@ ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
 SERVER_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install data run ui postgres server test test-fast bench clean
+.PHONY: help demo install data run ui postgres server test test-fast bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+demo: data install ## first contact: 13 LRBench policies on Fashion-MNIST (short, parallel), then the report
+	@start=$$(date +%s); \
+	$(BIN)/python -m pipeline +experiment=demo multirun || echo "(some runs failed: the report lists them as bad policies)"; \
+	$(BIN)/python -m pipeline.report experiments=[lrbench-demo] target=0.80 baseline=inv out_dir=reports/demo && \
+	echo "demo finished in $$(( $$(date +%s) - start )) s. Browse every run: make ui, then open http://$(HOST):$(PORT)"
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,13 +41,13 @@ data: ## install the offline Fashion-MNIST package (Debian/Ubuntu, needs root)
 run: install ## train the default job (LeNet-5, Fashion-MNIST, 1 epoch) into the local store
 	$(BIN)/python -m pipeline
 
-ui: install ## browse every run: the MLflow UI on the local store at http://$(HOST):$(PORT)
+ui: install ## browse every run: the MLflow UI on the local store (http://127.0.0.1:5000 by default)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db --host $(HOST) --port $(PORT)
 
 postgres: ## create (once) and start a local PostgreSQL for the team server; data in .postgres/
 	bash scripts/postgres.sh init start
 
-server: install ## the team's MLflow server at http://$(HOST):$(PORT) on PostgreSQL (else SQLite), serving artifacts
+server: install ## the team MLflow server (127.0.0.1:5000 by default) on PostgreSQL (else SQLite), serving artifacts
 	@echo "mlflow server: backend $$(echo '$(BACKEND)' | sed -E 's#//([^:/@]+):[^@]*@#//\1:****@#'), artifacts $(ARTIFACTS)"
 	@MLFLOW_BACKEND_STORE_URI='$(BACKEND)' $(BIN)/mlflow server --artifacts-destination '$(ARTIFACTS)' --serve-artifacts \
 	  --host $(HOST) --port $(PORT) --workers 2 $(SERVER_OPTS)
@@ -51,6 +57,11 @@ test: install ## run the whole test suite (slow end-to-end tests included)
 
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install ## the benchmark suite with its targets (~20 min on 2 cores); writes BENCHMARKS.md and bench/results/
+	$(BIN)/python benchmarks/lca_overhead.py
+	-$(BIN)/python benchmarks/packed.py
+	$(BIN)/python benchmarks/suite.py
 
 clean: ## remove outputs of runs (keeps the MLflow store)
 	rm -rf outputs multirun .pytest_cache

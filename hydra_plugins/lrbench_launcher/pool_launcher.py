@@ -7,6 +7,9 @@ worker), each worker runs jobs one after another, and torch gets ``threads_per_j
 ``n_jobs * threads_per_job`` no more than the cores.
 
 Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``).
+
+With ``trainer.pack=K`` (or ``auto`` on CUDA) jobs that differ only in their policies train K at a time as one
+vectorised model in one worker (``pipeline/training/packed.py``); each still gets its own Hydra job and MLflow run.
 """
 # No ``from __future__ import annotations`` here: Hydra imports plugins outside sys.modules, where dataclasses
 # cannot resolve string annotations.
@@ -14,7 +17,9 @@ Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``).
 import logging
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -22,9 +27,9 @@ from typing import Any, Optional, Sequence
 import cloudpickle
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +65,44 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _execute(payload: bytes) -> bytes:
-    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
-    setup_globals()
-    Singleton.set_state(singleton_state)
+def _sweep_config(hydra_context, config: DictConfig, overrides, idx: int) -> DictConfig:
     sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     with open_dict(sweep_config):
         sweep_config.hydra.job.id = idx
         sweep_config.hydra.job.num = idx
-    ret = run_job(
+    return sweep_config
+
+
+def _run(hydra_context, task_function, sweep_config: DictConfig) -> JobReturn:
+    return run_job(
         hydra_context=hydra_context,
         task_function=task_function,
         config=sweep_config,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
-    return cloudpickle.dumps(ret)
+
+
+def _execute(payload: bytes) -> bytes:
+    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    return cloudpickle.dumps(_run(hydra_context, task_function, _sweep_config(hydra_context, config, overrides, idx)))
+
+
+def _execute_pack(payload: bytes) -> bytes:
+    """Train several jobs as one vectorised model (trainer.pack, pipeline/training/packed.py); then each job gets
+    its own Hydra job (output folder, JobReturn) that returns what the pack recorded for it. A job the pack could
+    not take runs on its own, as in _execute."""
+    jobs, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    from pipeline.training.packed import replay, train_sweep_pack
+
+    configs = [_sweep_config(hydra_context, config, overrides, idx) for idx, overrides in jobs]
+    outcomes = train_sweep_pack(configs)
+    return cloudpickle.dumps([_run(hydra_context, task_function if outcome is None else replay(outcome), cfg)
+                              for cfg, outcome in zip(configs, outcomes)])
 
 
 class PoolLauncher(Launcher):
@@ -94,22 +121,82 @@ class PoolLauncher(Launcher):
         assert self.config is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers, threads = plan_workers(self.n_jobs, self.threads_per_job, len(job_overrides), cores)
+        packs = self._packs(job_overrides)
+        workers, threads = plan_workers(self.n_jobs, self.threads_per_job, len(packs), cores)
         log.info(f"Launching {len(job_overrides)} jobs on {workers} workers x {threads} torch threads")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
         state = Singleton.get_state()
-        payloads = []
         for offset, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + offset
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            payloads.append(
-                cloudpickle.dumps((idx, overrides, self.hydra_context, self.config, self.task_function, state))
-            )
+            log.info(f"\t#{initial_job_idx + offset} : {' '.join(filter_overrides(overrides))}")
+        payloads = []
+        for pack in packs:
+            jobs = [(initial_job_idx + offset, job_overrides[offset]) for offset in pack]
+            if len(pack) == 1:
+                payloads.append((_execute, (*jobs[0], self.hydra_context, self.config, self.task_function, state)))
+            else:
+                log.info(f"\tpack of {len(pack)}: {', '.join(f'#{idx}' for idx, _ in jobs)}")
+                payloads.append((_execute_pack, (jobs, self.hydra_context, self.config, self.task_function, state)))
+        progress = SweepProgress(len(job_overrides))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = [pool.submit(_execute, payload) for payload in payloads]
+            futures = {pool.submit(fn, cloudpickle.dumps(args)): pack for (fn, args), pack in zip(payloads, packs)}
+            results: list = [None] * len(job_overrides)
             try:
-                return [cloudpickle.loads(future.result()) for future in futures]
+                for future in as_completed(futures):
+                    rets = cloudpickle.loads(future.result())
+                    for offset, ret in zip(futures[future], rets if isinstance(rets, list) else [rets]):
+                        results[offset] = ret
+                        progress.job_done(" ".join(filter_overrides(ret.overrides)), job_status(ret))
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
+        return results
+
+    def _packs(self, job_overrides: Sequence[Sequence[str]]) -> list:
+        """Which jobs (offsets) train together as one vectorised model: each alone unless trainer.pack asks."""
+        alone = [[offset] for offset in range(len(job_overrides))]
+        asked = any(o.startswith("trainer.pack=") for overrides in job_overrides for o in overrides)
+        if not asked and OmegaConf.select(self.config, "trainer.pack", default=1) == 1:
+            return alone
+        from pipeline.training.packed import plan_packs
+
+        def cuda_available() -> bool:
+            import torch
+
+            return torch.cuda.is_available()
+
+        configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(o)) for o in job_overrides]
+        return plan_packs(configs, cuda_available)
+
+
+def job_status(ret: JobReturn) -> str:
+    """FINISHED or FAILED for a job's return, without raising the job's exception."""
+    if ret.status != JobStatus.COMPLETED:
+        return "FAILED"
+    return getattr(ret.return_value, "status", None) or "FINISHED"
+
+
+class SweepProgress:
+    """One line per finished job: done/failed/remaining, elapsed time and an estimate of the time left.
+
+    One line per event (no redrawing) stays readable when jobs finish out of order and in CI logs.
+    """
+
+    def __init__(self, total: int, out=None) -> None:
+        self.total, self.done, self.failed = total, 0, 0
+        self.start = time.monotonic()
+        self.out = out or sys.stdout
+
+    def job_done(self, label: str, status: str) -> None:
+        self.done += 1
+        self.failed += status != "FINISHED"
+        elapsed = time.monotonic() - self.start
+        left = self.total - self.done
+        eta = f" · ~{_duration(elapsed / self.done * left)} left" if left else ""
+        print(f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {left} to go · {_duration(elapsed)} elapsed"
+              f"{eta} · {status}: {label}", file=self.out, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -103,6 +103,9 @@ def check_trainer(cfg: DictConfig) -> tuple[int, int]:
     _int(cfg, "trainer.accumulate_grad_batches", 1)
     _int(cfg, "trainer.num_threads", 0)
     _int(cfg, "trainer.checkpoint_every_steps", 0)
+    pack = OmegaConf.select(cfg, "trainer.pack", default=1)
+    if pack != "auto" and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise ConfigError(f"trainer.pack must be an integer >= 1 (jobs per pack, 1 = off) or auto, got {pack!r}")
     folder = OmegaConf.select(cfg, "trainer.checkpoint_dir")
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")

@@ -94,6 +94,9 @@ class MetricsCallback(L.Callback):
             self._loss_sum, self._loss_count = 0.0, 0
             self.recorder.metric("train/loss", mean, step)
             self.progress.last_train_loss = mean
+            if trainer.progress_bar_callback is not None:  # shown next to the bar's steps and it/s
+                lr = trainer.optimizers[0].param_groups[0]["lr"]
+                pl_module.log_dict({"loss": mean, "lr": lr}, prog_bar=True, logger=False, on_step=True)
             self._check_divergence(trainer, mean, step)
 
     def _check_divergence(self, trainer, loss: float, step: int) -> None:

@@ -10,12 +10,14 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,8 +251,17 @@ def build_trainer(cfg: DictConfig, callbacks: list, checkpoint_dir: Path):
     )
 
 
+def quiet_frameworks() -> None:
+    """Keep a job's output to what the user needs: Lightning's start-up notes (devices, tips) and a deprecation
+    warning it triggers inside torch would otherwise repeat for every job of a sweep."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+
 def run_job(cfg: DictConfig) -> JobResult:
     """Train and record one job; raises ConfigError (before any run exists) or the training error (run FAILED)."""
+    quiet_frameworks()
     from pipeline.training.callbacks import MetricsCallback
     from pipeline.training.metrics import EVAL_KEYS, summarize
 

@@ -1,0 +1,130 @@
+"""The report's settings (``conf/report.yaml``), checked at the edge before any run is read.
+
+Every error is a :class:`ReportConfigError` whose message starts with the key, then the accepted values, then the
+bad value, e.g. ``target must be an accuracy in (0, 1], got 1.5``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+RANK_BY = ("steps", "seconds")
+_RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
+
+
+class ReportConfigError(ValueError):
+    """A report setting that cannot work; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    uri: str | None                      # MLflow store; None: $MLFLOW_TRACKING_URI or the local SQLite store
+    experiments: tuple[str, ...] | None  # experiment names; None: every experiment
+    parent_run_id: str | None            # a sweep's parent run: report on its children only
+    target: float                        # validation top-1 accuracy to reach, fraction in (0, 1]
+    budget_steps: int | None             # optimizer steps; None: each run's own budget
+    budget_s: float | None               # training seconds; None: no time limit
+    baseline: str                        # policy name speed-ups are measured against
+    rank_by: str                         # steps | seconds
+    max_fluctuation: float               # late val-acc std (fraction) above which a policy is unstable
+    alpha: float                         # significance level of the margin test
+    confidence: float                    # level of the seed t-intervals
+    top_n: int                           # candidates per group whose curves are plotted (plus the baseline)
+    plot_seeds: int                      # seeds per plotted candidate whose accuracy curves are drawn
+    max_points: int                      # points per curve read from MLflow
+    tail_factor: float                   # composite tail LR = this x the recommended LR at the switch step
+    out_dir: str                         # folder of the report files
+    cache_dir: str | None                # folder of the history cache; None: memory only
+    log_to_mlflow: bool                  # log the report as a kind=report run
+    timings: bool = False                # print each stage's wall and CPU seconds to stderr
+
+
+def _number(cfg: Mapping, key: str, low: float, high: float, low_open: bool, unit: str, allow_none=False):
+    value = cfg.get(key)
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if math.isfinite(high) else \
+            f"{'>' if low_open else '>='} {low:g}"
+        none = " or null" if allow_none else ""
+        raise ReportConfigError(f"{key} must be {unit} {bounds}{none}, got {value!r}")
+    return value
+
+
+def _integer(cfg: Mapping, key: str, low: int, unit: str, allow_none=False) -> int | None:
+    value = cfg.get(key)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        none = " or null" if allow_none else ""
+        raise ReportConfigError(f"{key} must be an integer >= {low} ({unit}){none}, got {value!r}")
+    return int(value)
+
+
+def _probability(cfg: Mapping, key: str) -> float:
+    value = cfg.get(key)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
+    if not ok:
+        raise ReportConfigError(f"{key} must be a probability in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _name(value, key: str, allow_none=False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ReportConfigError(f"{key} must be a non-empty name, got {value!r}")
+    return value
+
+
+def check_options(cfg: Mapping) -> ReportOptions:
+    """Check a plain report config (``OmegaConf.to_container(cfg)``) and return it as options."""
+    tracking = cfg.get("tracking") or {}
+    uri = tracking.get("uri")
+    if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+        raise ReportConfigError(f"tracking.uri must be a URI string or null, got {uri!r}")
+    experiments = cfg.get("experiments")
+    if isinstance(experiments, str):
+        experiments = [experiments]
+    if experiments is not None:
+        if not isinstance(experiments, (list, tuple)) or not experiments:
+            raise ReportConfigError(f"experiments must be a non-empty list of experiment names or null, "
+                                    f"got {experiments!r}")
+        experiments = tuple(_name(e, f"experiments[{i}]") for i, e in enumerate(experiments))
+    parent = cfg.get("parent_run_id")
+    if parent is not None and (not isinstance(parent, str) or not _RUN_ID.match(parent)):
+        raise ReportConfigError(f"parent_run_id must be an MLflow run id (letters, digits) or null, got {parent!r}")
+    rank_by = cfg.get("rank_by")
+    if rank_by not in RANK_BY:
+        raise ReportConfigError(f"rank_by must be one of {', '.join(RANK_BY)}; got {rank_by!r}")
+    for key in ("log_to_mlflow", "timings"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ReportConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
+    cache_dir = cfg.get("cache_dir")
+    return ReportOptions(
+        uri=uri,
+        experiments=experiments,
+        parent_run_id=parent,
+        target=float(_number(cfg, "target", 0, 1, True, "an accuracy in")),
+        budget_steps=_integer(cfg, "budget_steps", 1, "optimizer steps", allow_none=True),
+        budget_s=_number(cfg, "budget_s", 0, math.inf, True, "training seconds", allow_none=True),
+        baseline=_name(cfg.get("baseline"), "baseline"),
+        rank_by=rank_by,
+        max_fluctuation=float(_number(cfg, "max_fluctuation", 0, 1, False, "an accuracy std in")),
+        alpha=_probability(cfg, "alpha"),
+        confidence=_probability(cfg, "confidence"),
+        top_n=_integer(cfg, "top_n", 1, "candidates per group"),
+        plot_seeds=_integer(cfg, "plot_seeds", 1, "seeds per candidate"),
+        max_points=_integer(cfg, "max_points", 2, "points per curve"),
+        tail_factor=float(_number(cfg, "tail_factor", 0, 1, True, "a factor in")),
+        out_dir=_name(cfg.get("out_dir"), "out_dir"),
+        cache_dir=_name(cache_dir, "cache_dir", allow_none=True),
+        log_to_mlflow=cfg.get("log_to_mlflow"),
+        timings=cfg.get("timings", False),
+    )

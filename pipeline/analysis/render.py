@@ -1,0 +1,279 @@
+"""The report as files: ``report.html`` (self-contained: inline CSS, figures as base64 PNGs), ``report.md`` (the
+same content, figures as PNG files beside it), ``report.json`` (the machine version) and the proposed composite
+policy as a ready-to-run config (``policy/<name>.yaml``).
+
+Every string that comes from MLflow (run names, tags, params, errors) is escaped before it reaches HTML or
+Markdown: a run named ``<script>...`` shows as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.analysis.document import GroupReport, Report, plain, report_json
+
+RUN_IT = "Run it: "
+# Figures of a group: key in GroupReport.figures -> heading.
+FIGURES = (("evidence", "Time to target, LR curves, validation accuracy"),)
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1280px;padding:0 16px;
+color:#222;line-height:1.4}
+h1{font-size:1.5em}h2{font-size:1.25em;border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1.05em}
+.box{border:2px solid #2e7d32;background:#f1f8f1;padding:10px 14px;border-radius:6px;margin:10px 0}
+.box.none{border-color:#c62828;background:#fdf1f1}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f4f4f4}
+td.num{text-align:right;white-space:nowrap}.good{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}
+.spec{color:#666;font-size:11px;word-break:break-all}img{max-width:100%;height:auto}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.muted{color:#666;font-size:12px}
+td:last-child{min-width:220px}code{background:#e8ede8;padding:1px 4px;border-radius:3px;font-size:12.5px}
+"""
+
+
+# -- formatting ----------------------------------------------------------------------------------------------------
+
+
+def _ok(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def stat(row, prefix: str, digits: int = 3, ci: bool = True) -> str:
+    """``mean ± std [ci_low, ci_high]`` with what is defined; '–' when nothing is."""
+    mean, std = row.get(f"{prefix}_mean"), row.get(f"{prefix}_std")
+    if not _ok(mean):
+        return "–"
+    fmt = f"{{:,.{digits}f}}"
+    text = fmt.format(mean)
+    if _ok(std):
+        text += " ± " + fmt.format(std)
+    lo, hi = row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high")
+    if ci and _ok(lo) and _ok(hi):
+        text += f" [{fmt.format(lo)}, {fmt.format(hi)}]"
+    return text
+
+
+def _num(x, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if _ok(x) else "–"
+
+
+def ranking_rows(ranked: pd.DataFrame, confidence: float) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the ranking table as plain (unescaped) strings, shared by HTML and Markdown."""
+    pct = f"{confidence:.0%}"
+    header = ["#", "policy", "verdict", f"steps to target (mean ± std [{pct} CI])", "seconds to target",
+              "reached", f"best val acc [{pct} CI]", "final val acc", "test top-1 / top-5", "AC / CV / CVAC",
+              "late std", "loss gap", "reasons"]
+    rows = []
+    for r in ranked.to_dict("records"):
+        rows.append([
+            str(r["rank"]), r["name"], "good" if r["good"] else "bad", stat(r, "steps", 0), stat(r, "seconds", 1),
+            f"{r['n_reached']}/{r['n_runs']}", stat(r, "best_acc"), stat(r, "final_acc", ci=False),
+            f"{_num(r['test_acc_mean'])} / {_num(r['test_top5_mean'])}",
+            f"{_num(r['ac_mean'])} / {_num(r['cv_mean'])} / {_num(r['cvac_mean'])}",
+            _num(r["fluct_mean"], 4), _num(r["loss_gap_mean"]), "; ".join(r["reasons"]) or "–"])
+    return header, rows
+
+
+def recommendation_lines(g: GroupReport) -> list[str]:
+    """The recommendation box as plain sentences."""
+    rec = g.recommendation
+    if rec.policy is None:
+        return [f"No recommendation: {rec.text}."]
+    lines = [f"Recommended: {rec.text}.", f"Policy: {rec.policy_spec}"]
+    if rec.margin is not None:
+        lines.append(f"Margin ({rec.rank_by} to target): {rec.margin.text}.")
+    if rec.speedup is not None:
+        lines.append(f"Speed-up vs baseline: {rec.speedup.text}.")
+    if rec.composite is not None:
+        lines.append(f"Proposed composite: {rec.composite.rule}.")
+    if g.composite_command:
+        lines.append(f"{RUN_IT}{g.composite_command}")
+    lines.extend(rec.notes)
+    return lines
+
+
+def robustness_rows(g: GroupReport) -> tuple[list[str], list[list[str]]]:
+    header = ["policy", "k scales", "scales reaching target (all seeds)", "final acc spread", "per scale"]
+    rows = []
+    for s in g.sensitivity.to_dict("records") if not g.sensitivity.empty else []:
+        mine = g.robustness[(g.robustness["policy"] == s["policy"]) & (g.robustness["momentum"] == s["momentum"])
+                            & (g.robustness["warmup"] == s["warmup"])]
+        detail = ", ".join(f"×{p['k_scale']:g}: {p['share_reached']:.0%} reached, acc {p['final_acc_mean']:.3f}"
+                           + (f", {p['n_failed']} failed" if p["n_failed"] else "") for p in mine.to_dict("records"))
+        rows.append([str(s["policy"]), ", ".join(f"{k:g}" for k in s["scales"]), f"{s['share_scales_reaching']:.0%}",
+                     f"{s['final_acc_spread']:.3f}", detail])
+    return header, rows
+
+
+def failure_rows(ranked: pd.DataFrame) -> list[list[str]]:
+    return [[r["name"], str(f["seed"]), f["failure"], f["run_name"] or f["run_id"], f["error"]]
+            for r in ranked.to_dict("records") for f in r["failures"]]
+
+
+# -- HTML ----------------------------------------------------------------------------------------------------------
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(),
+                classes: list[list[str]] | None = None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, cell in enumerate(row):
+            css = ["num"] if j in numeric else []
+            if classes:
+                css += [c for c in classes[i][j:j + 1] if c]
+            cls = f' class="{" ".join(css)}"' if css else ""
+            cells.append(f"<td{cls}>{_e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+
+
+def report_html(report: Report) -> str:
+    """The whole report as one self-contained HTML page."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(report.title)}</title>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
+             f"<h1>{_e(report.title)}</h1>",
+             f"<p class='muted'>Generated {_e(report.generated)} from {report.n_runs} training runs; "
+             f"{_e(_source_text(report.source))}. Target {_e(report.settings.get('target'))} validation top-1, "
+             f"budget {_e(_budget_text(report.settings))}, ranked by {_e(report.settings.get('rank_by'))}.</p>"]
+    parts += [f"<p class='muted'>{_e(n)}</p>" for n in report.notes]
+    confidence = report.settings.get("confidence", 0.95)
+    for g in report.groups:
+        parts.append(f"<h2>{_e(g.group)}</h2>")
+        box = "box" if g.recommendation.policy else "box none"
+        lines = [f"<div>{_e(line)}</div>" if not line.startswith(RUN_IT) else
+                 f"<div>{_e(RUN_IT)}<code>{_e(line[len(RUN_IT):])}</code></div>" for line in recommendation_lines(g)]
+        parts.append(f"<div class='{box}'>" + "".join(lines) + "</div>")
+        header, rows = ranking_rows(g.ranked, confidence)
+        classes = [["", "", "good" if row[2] == "good" else "bad"] for row in rows]
+        parts.append("<h3>Ranking</h3>" + _html_table(header, rows, {0, 3, 4, 5, 6, 7, 8, 9, 10, 11}, classes))
+        specs = "".join(f"<div class='spec'>{_e(r['name'])}: {_e(r['policy_spec'])}</div>"
+                        for r in g.ranked.to_dict("records"))
+        parts.append(f"<details><summary class='muted'>exact policies (LRBench strings)</summary>{specs}</details>")
+        for key, title in FIGURES:
+            if key in g.figures:
+                data = base64.b64encode(g.figures[key]).decode("ascii")
+                parts.append(f"<h3>{_e(title)}</h3><img alt='{_e(title)}' src='data:image/png;base64,{data}'>")
+        if not g.sensitivity.empty:
+            header, rows = robustness_rows(g)
+            parts.append("<h3>Robustness: sensitivity to k scaling</h3>" + _html_table(header, rows))
+        failures = failure_rows(g.ranked)
+        if failures:
+            parts.append("<h3>Failed runs (counted against their policy)</h3>"
+                         + _html_table(["policy", "seed", "failure", "run", "error"], failures))
+        if g.recommendation.composite is not None:
+            parts.append(f"<h3>Proposed composite policy</h3><pre>{_e(composite_yaml(g))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _source_text(source: dict) -> str:
+    where = f"sweep {source['parent_run_id']}" if source.get("parent_run_id") else \
+        f"experiments {', '.join(source.get('experiments') or ['(all)'])}"
+    return f"{where} in {source.get('uri')}"
+
+
+def _budget_text(settings: dict) -> str:
+    steps = settings.get("budget_steps")
+    seconds = settings.get("budget_s")
+    text = f"{steps} steps" if steps else "each run's own steps"
+    return text + (f", {seconds} s" if seconds else "")
+
+
+# -- Markdown ------------------------------------------------------------------------------------------------------
+
+
+def _m(text) -> str:
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """An inline code span; escaped text when a backtick in it (from a tag) would end the span early."""
+    return f"`{text}`" if "`" not in text and "\n" not in text else _m(text)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_m(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_m(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def figure_name(group_index: int, key: str) -> str:
+    return f"g{group_index + 1}_{key}.png"
+
+
+def report_markdown(report: Report) -> str:
+    """The report in Markdown; figures are referenced as :func:`figure_name` files beside it."""
+    out = [f"# {_m(report.title)}", "",
+           f"Generated {_m(report.generated)} from {report.n_runs} training runs; {_m(_source_text(report.source))}. "
+           f"Target {_m(report.settings.get('target'))} validation top-1, budget {_m(_budget_text(report.settings))}, "
+           f"ranked by {_m(report.settings.get('rank_by'))}.", ""]
+    out += [f"_{_m(n)}_" for n in report.notes]
+    confidence = report.settings.get("confidence", 0.95)
+    for i, g in enumerate(report.groups):
+        out += [f"## {_m(g.group)}", ""]
+        out += [f"> {_m(line)}  " if not line.startswith(RUN_IT) else f"> {RUN_IT}{_code(line[len(RUN_IT):])}  "
+                for line in recommendation_lines(g)] + [""]
+        out += ["### Ranking", "", _md_table(*ranking_rows(g.ranked, confidence)), ""]
+        out += [f"- {_m(r['name'])}: `{_m(r['policy_spec'])}`" for r in g.ranked.to_dict("records")] + [""]
+        out += [f"### {title}\n\n![{title}]({figure_name(i, key)})\n" for key, title in FIGURES if key in g.figures]
+        if not g.sensitivity.empty:
+            out += ["### Robustness: sensitivity to k scaling", "", _md_table(*robustness_rows(g)), ""]
+        failures = failure_rows(g.ranked)
+        if failures:
+            out += ["### Failed runs (counted against their policy)", "",
+                    _md_table(["policy", "seed", "failure", "run", "error"], failures), ""]
+        if g.recommendation.composite is not None:
+            out += ["### Proposed composite policy", "", "```yaml", composite_yaml(g).rstrip(), "```", ""]
+    return "\n".join(out) + "\n"
+
+
+# -- files ---------------------------------------------------------------------------------------------------------
+
+
+def composite_yaml(g: GroupReport) -> str:
+    """The proposed composite as a ``conf/policy`` file, commented like ``composite_sin2_fix.yaml``."""
+    import yaml
+
+    c = g.recommendation.composite
+    header = (f"# {g.composite_name or 'proposed_composite'}: proposed by python -m pipeline.report for {g.group}.\n"
+              f"# Rule: {c.rule}.\n"
+              "# until_steps is an ABSOLUTE optimizer step; clock: local restarts the tail's t at 0 where it starts.\n"
+              "# Units: k0, k1 learning rates; l optimizer steps (half a cycle); until_steps optimizer steps.\n")
+    header = "".join(line if line.startswith("#") else f"# {line}" for line in header.splitlines(True))
+    return header + yaml.safe_dump(plain(c.node), sort_keys=False, default_flow_style=False)
+
+
+def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.html, report.md, report.json, the figures and ``policy/<composite>.yaml`` files into
+    ``out_dir``; return name -> path of everything written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for i, g in enumerate(report.groups):
+        for key, _ in FIGURES:
+            if key in g.figures:
+                path = out / figure_name(i, key)
+                path.write_bytes(g.figures[key])
+                written[path.name] = path
+        if g.recommendation.composite is not None and g.composite_name:
+            path = out / "policy" / f"{g.composite_name}.yaml"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(composite_yaml(g))
+            written[f"policy/{path.name}"] = path
+    for name, text in (("report.html", report_html(report)), ("report.md", report_markdown(report)),
+                       ("report.json", json.dumps(report_json(report), indent=1, ensure_ascii=False))):
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        written[name] = path
+    return written

@@ -1,0 +1,165 @@
+"""Verdicts, ranking, margin, speed-up and the composite proposal on hand-built run tables (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+from scipy import stats
+from test_scoring import make_run, table
+
+from pipeline.analysis import composite, recommend, scoring
+
+TARGET = 0.85
+
+
+def ranked_of(*rows, max_fluctuation=0.02, rank_by="steps", **criteria):
+    c = scoring.Criteria(TARGET, **criteria)
+    scores = scoring.score_candidates(scoring.run_outcomes(table(*rows), c), c)
+    return recommend.rank(recommend.classify(scores, TARGET, max_fluctuation), rank_by)
+
+
+def recommendation(*rows, baseline="inv", alpha=0.05, **kwargs):
+    ranked = ranked_of(*rows, **kwargs)
+    return ranked, recommend.recommend_group(ranked, TARGET, kwargs.get("rank_by", "steps"), baseline, alpha)
+
+
+def test_the_fastest_policy_to_the_target_ranks_first():
+    ranked = ranked_of(make_run("sin2", 0, 50), make_run("triangle2", 0, 30), make_run("fix", 0, 70))
+    assert ranked["name"].tolist() == ["triangle2", "sin2", "fix"] and ranked["rank"].tolist() == [1, 2, 3]
+    assert ranked["good"].all()
+
+
+def test_ranking_by_seconds_can_reverse_the_order():
+    rows = [make_run("sin2", 0, 50, seconds_per_step=0.01), make_run("triangle2", 0, 30, seconds_per_step=0.03)]
+    assert ranked_of(*rows, rank_by="seconds")["name"].tolist() == ["sin2", "triangle2"]
+
+
+def test_equally_fast_policies_are_ordered_by_accuracy():
+    ranked = ranked_of(make_run("sin2", 0, 30, final=0.88), make_run("triangle2", 0, 30, final=0.91))
+    assert ranked["name"].tolist() == ["triangle2", "sin2"]
+
+
+def test_a_diverged_seed_makes_its_policy_bad_and_it_is_listed_with_the_reason():
+    ranked = ranked_of(make_run("triangle2", 0, 10), make_run("triangle2", 1, failure="diverged", status="FAILED"),
+                       make_run("sin2", 0, 50))
+    assert ranked["name"].tolist() == ["sin2", "triangle2"]  # the faster one failed in a seed: bad, after good ones
+    bad = ranked.set_index("name").loc["triangle2"]
+    assert not bad["good"] and bad["reasons"][0].startswith("failed in 1 of 2 seeds (seed 1: diverged")
+
+
+def test_missing_the_target_in_one_seed_makes_a_policy_bad():
+    ranked = ranked_of(make_run("sin2", 0, 20), make_run("sin2", 1, None, final=0.8), make_run("fix", 0, 60))
+    bad = ranked.set_index("name").loc["sin2"]
+    assert not bad["good"] and bad["reasons"] == ["missed 0.85 within 100 steps in 1 of 2 seeds (seed 1: best 0.800)"]
+
+
+def test_late_fluctuation_above_the_threshold_makes_a_policy_unstable():
+    ranked = ranked_of(make_run("sin2", 0, 20, fluct=0.05), make_run("fix", 0, 60), max_fluctuation=0.02)
+    assert ranked.set_index("name").loc["sin2", "reasons"] == ["unstable: late val-acc std 0.0500 > 0.02"]
+    assert ranked_of(make_run("sin2", 0, 20, fluct=0.05), max_fluctuation=0.1)["good"].all()
+
+
+def test_speedup_is_the_ratio_of_the_baselines_mean_steps_and_seconds():
+    rows = [make_run("triangle2", s, 20) for s in (0, 1)] + [make_run("inv", s, 60 + 20 * s) for s in (0, 1)]
+    _, rec = recommendation(*rows)
+    assert rec.policy == "triangle2"
+    assert rec.speedup.steps == pytest.approx(70 / 20) and rec.speedup.seconds == pytest.approx(70 / 20)
+    assert not rec.speedup.lower_bound and rec.speedup.text.startswith("3.50× fewer steps")
+
+
+def test_speedup_is_a_lower_bound_when_the_baseline_never_reached_the_target():
+    rows = [make_run("triangle2", s, 25) for s in (0, 1)] + [make_run("inv", s, None) for s in (0, 1)]
+    _, rec = recommendation(*rows)
+    assert rec.speedup.lower_bound and rec.speedup.steps == pytest.approx(100 / 25)  # budget / recommended steps
+    assert rec.speedup.text.startswith("≥ 4.00× fewer steps") and "never reached the target" in rec.speedup.text
+
+
+def test_speedup_without_a_baseline_run_says_so():
+    _, rec = recommendation(make_run("triangle2", 0, 25), baseline="inv")
+    assert not rec.speedup.found and rec.speedup.text == "baseline 'inv' was not run in this group"
+
+
+def test_a_margin_larger_than_seed_noise_is_significant():
+    rows = [make_run("triangle2", s, v) for s, v in enumerate((20, 22, 21))]
+    rows += [make_run("sin2", s, v) for s, v in enumerate((40, 43, 41))]
+    _, rec = recommendation(*rows)
+    expected = stats.ttest_ind([20, 22, 21], [40, 43, 41], equal_var=False).pvalue
+    assert rec.margin.p_value == pytest.approx(expected) and rec.margin.exceeds_noise
+    assert rec.margin.runner_up == "sin2" and rec.margin.difference == pytest.approx(124 / 3 - 21)
+    assert "exceeds seed noise" in rec.margin.text
+
+
+def test_a_margin_within_seed_noise_is_not_significant():
+    rows = [make_run("triangle2", s, v) for s, v in enumerate((20, 40))]
+    rows += [make_run("sin2", s, v) for s, v in enumerate((25, 45))]
+    _, rec = recommendation(*rows)
+    assert rec.margin.exceeds_noise is False and "within seed noise" in rec.margin.text
+
+
+def test_a_margin_with_one_seed_is_not_testable():
+    _, rec = recommendation(make_run("triangle2", 0, 20), make_run("sin2", 0, 40))
+    assert rec.margin.exceeds_noise is None and rec.margin.text.endswith("not testable with 1 seed")
+    assert rec.margin.difference == 20
+
+
+def test_welch_p_value_matches_scipy():
+    a, b = [1.0, 2.5, 3.1, 4.0], [2.0, 6.0, 7.5]
+    assert recommend.welch_p_value(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def test_no_good_policy_gives_no_recommendation_and_names_the_closest():
+    _, rec = recommendation(make_run("sin2", 0, 20), make_run("sin2", 1, None), make_run("fix", 0, None))
+    assert rec.policy is None and rec.composite is None
+    assert rec.text.startswith("no policy reached 0.85") and "closest: sin2 (1 of 2 seeds)" in rec.text
+
+
+POLICY_PARAMS = {"param.policy._target_": "pipeline.policies.Triangle2", "param.policy.k0": "0.01",
+                 "param.policy.k1": "0.06", "param.policy.l": "20", "param.optimizer.lr": "0.01",
+                 "param.trainer.max_steps": "100"}
+
+
+def test_policy_nodes_are_rebuilt_from_flattened_params():
+    assert composite.policy_node(POLICY_PARAMS) == {"_target_": "pipeline.policies.Triangle2", "k0": 0.01,
+                                                    "k1": 0.06, "l": 20}
+    nstep = {"param.policy._target_": "pipeline.policies.NStep", "param.policy.k0": "0.05",
+             "param.policy.gamma": "0.1", "param.policy.l": "[5000, 7500]"}
+    assert composite.policy_node(nstep)["l"] == [5000, 7500]
+    assert composite.policy_node({"param.optimizer.lr": "0.02"}, "fix") == {"_target_": "pipeline.policies.Fix",
+                                                                             "k0": 0.02}
+    assert composite.policy_node({}, "triangle2") is None
+
+
+def _best(*rows):
+    ranked = ranked_of(*rows)
+    return ranked.iloc[0].to_dict()
+
+
+def test_composite_runs_the_recommended_policy_until_its_slowest_seed_reached_the_target_then_a_low_fix():
+    best = _best(make_run("triangle2", 0, 30, params=POLICY_PARAMS), make_run("triangle2", 1, 40, params=POLICY_PARAMS))
+    head = instantiate(composite.policy_node(POLICY_PARAMS))
+    proposal = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, head(40), 0.1)
+    assert proposal.switch_step == 40 and proposal.tail_lr == pytest.approx(0.1 * head(40), rel=1e-2)
+    assert proposal.overrides == ["model=lenet5", "dataset=synthetic", "optimizer=momentum", "trainer.max_steps=100"]
+    policy = instantiate(proposal.node)  # a valid pipeline.policies.Composite
+    assert [policy(t) for t in (0, 10, 39)] == [head(0), head(10), head(39)]
+    assert policy(40) == policy(99) == proposal.tail_lr
+
+
+def test_composite_keeps_the_runs_k_scale_stretch_and_warmup():
+    params = {**POLICY_PARAMS, "param.schedule.horizon_steps": "1000", "param.warmup.warmup_steps": "50",
+              "summary/steps": 100}
+    best = _best(make_run("triangle2", 0, 60, k_scale=5.0, warmup="linear", params=params,
+                          spec="lrPolicy_TRI2+k0_0.01+k1_0.06+l_20-SCALE-5"))
+    proposal = composite.propose_composite(best, params, lr_at_switch=0.2, tail_factor=0.1)
+    # step 60 of 100 is policy step 600 of 1000; the warm-up's 50 steps come first
+    assert proposal.node["segments"][0]["until_steps"] == 550
+    assert proposal.node["segments"][1]["policy"]["k0"] == pytest.approx(0.02 / 5)  # scaled back up by k_scale 5
+    assert {"+warmup=linear", "schedule.k_scale=5", "schedule.horizon_steps=1000"} <= set(proposal.overrides)
+
+
+def test_no_composite_when_there_is_no_room_for_a_tail_or_no_policy_to_rebuild_says_why():
+    best = _best(make_run("triangle2", 0, 100, params=POLICY_PARAMS))
+    with pytest.raises(composite.NotProposed, match="end of the budget"):
+        composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.05)
+    with pytest.raises(composite.NotProposed, match="cannot be rebuilt"):
+        composite.propose_composite(best, {"summary/steps": 100}, 0.05)

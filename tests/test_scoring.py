@@ -1,0 +1,202 @@
+"""Scoring on hand-built run tables (pure functions, no tracking store)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipeline.analysis import scoring
+from pipeline.tracking.runs import fetch_histories, runs_frame
+
+GROUP = ("lenet5", "synthetic", "momentum")
+SPECS = {"triangle2": "lrPolicy_TRI2+k0_0.01+k1_0.06+l_2000", "inv": "lrPolicy_INV+k0_0.01+gamma_0.0001+p_0.75",
+         "fix": "lrPolicy_FIX+k0_0.01", "sin2": "lrPolicy_SIN2+k0_0.01+k1_0.06+l_2000"}
+
+
+def make_run(policy: str, seed: int, steps_to: float | None = None, *, target: float = 0.85, spec: str | None = None,
+             failure: str | None = None, status: str = "FINISHED", final: float = 0.9, best: float | None = None,
+             fluct: float = 0.004, seconds_per_step: float = 0.01, max_steps: int = 100, k_scale: float = 1.0,
+             group=GROUP, momentum: str = "none", warmup: str = "none", targets: str = "[0.8, 0.85, 0.88]",
+             params: dict | None = None) -> dict:
+    """One run as :func:`pipeline.tracking.runs.load_runs` returns it (a row of the runs table)."""
+    label = scoring.target_label(target)
+    row = {"run_id": f"{policy}-{seed}-{k_scale:g}-{spec or ''}-{group[2]}", "run_name": f"{policy}-s{seed}",
+           "experiment": "lrbench", "experiment_id": "1", "status": status, "policy": policy,
+           "policy_spec": spec or SPECS.get(policy, f"lrPolicy_{policy}"), "model": group[0], "dataset": group[1],
+           "optimizer": group[2], "momentum": momentum, "warmup": warmup, "seed": seed, "k_scale": k_scale,
+           "failure": failure, "error": f"{failure} at step 7" if failure else None,
+           "param.trainer.max_steps": str(max_steps), "param.trainer.targets": targets,
+           "summary/steps": float(max_steps), "summary/train_s": max_steps * seconds_per_step,
+           "summary/diverged": 1.0 if failure == "diverged" else 0.0, "summary/best_val_acc": best or final,
+           "summary/final_val_acc": final, "summary/val_acc_last_std": fluct, "summary/test_acc": final - 0.01,
+           "summary/test_acc_top5": 0.99, "summary/loss_gap": -0.1, "summary/test_conf_mean": 0.9,
+           "summary/test_conf_std": 0.1, "summary/test_conf_class_std": 0.05,
+           f"summary/reached_acc_{label}": 0.0 if steps_to is None else 1.0, **(params or {})}
+    if steps_to is not None:
+        row[f"summary/steps_to_acc_{label}"] = float(steps_to)
+        row[f"summary/seconds_to_acc_{label}"] = steps_to * seconds_per_step
+    return row
+
+
+def table(*rows: dict) -> pd.DataFrame:
+    return runs_frame(list(rows))
+
+
+def scores_of(*rows: dict, target: float = 0.85, **criteria) -> pd.DataFrame:
+    c = scoring.Criteria(target, **criteria)
+    return scoring.score_candidates(scoring.run_outcomes(table(*rows), c), c).set_index("name")
+
+
+def test_seed_stats_are_mean_sample_std_and_a_t_interval():
+    s = scoring.seed_stats([1.0, 2.0, 3.0], 0.95)
+    low, high = stats.t.interval(0.95, 2, loc=2.0, scale=1.0 / math.sqrt(3))
+    assert (s["n"], s["mean"], s["std"]) == (3, 2.0, 1.0)
+    assert s["ci_low"] == pytest.approx(low) and s["ci_high"] == pytest.approx(high)
+    assert s["ci_high"] - s["mean"] == pytest.approx(4.302652729911275 / math.sqrt(3))
+
+
+def test_one_seed_has_a_mean_but_no_spread_and_nan_values_are_ignored():
+    s = scoring.seed_stats([5.0, math.nan], 0.95)
+    assert s["n"] == 1 and s["mean"] == 5.0
+    assert math.isnan(s["std"]) and math.isnan(s["ci_low"]) and math.isnan(s["ci_high"])
+    assert math.isnan(scoring.seed_stats([], 0.95)["mean"])
+
+
+def test_steps_and_seconds_to_target_come_from_the_summary_of_that_target():
+    scores = scores_of(make_run("triangle2", 0, 30), make_run("triangle2", 1, 50, seconds_per_step=0.02))
+    row = scores.loc["triangle2"]
+    assert row["steps_values"] == [30.0, 50.0] and row["steps_mean"] == 40.0
+    assert row["seconds_values"] == pytest.approx([0.3, 1.0])
+    assert row["n_reached"] == 2 and row["target_source"] == "summary"
+
+
+def test_reaching_the_target_after_the_step_or_time_budget_does_not_count():
+    within, late = make_run("sin2", 0, 40), make_run("sin2", 1, 90)
+    assert scores_of(within, late, budget_steps=50).loc["sin2", "n_reached"] == 1
+    assert scores_of(within, late).loc["sin2", "n_reached"] == 2  # default: each run's own 100-step budget
+    assert scores_of(within, late, budget_s=0.5).loc["sin2", "n_reached"] == 1  # 90 steps take 0.9 s
+
+
+def test_failed_diverged_and_killed_runs_stay_in_the_table_with_their_reason():
+    rows = [make_run("fix", 0, 20), make_run("fix", 1, failure="diverged", status="FAILED"),
+            make_run("fix", 2, 20, status="KILLED"), make_run("fix", 3, 20, status="RUNNING")]
+    outcomes = scoring.run_outcomes(table(*rows), scoring.Criteria(0.85))
+    assert outcomes["failure"].tolist() == ["", "diverged", "killed", "running"]
+    row = scores_of(*rows).loc["fix"]
+    assert row["n_runs"] == 4 and row["n_failed"] == 3
+    assert [f["failure"] for f in row["failures"]] == ["diverged", "killed", "running"]
+    assert row["failures"][0]["error"] == "diverged at step 7"
+
+
+def test_a_target_the_runs_did_not_record_is_read_from_their_val_acc_history():
+    runs = table(make_run("inv", 0, 40, targets="[0.8]"), make_run("inv", 1, 40, targets="[0.8]"))
+    assert scoring.needs_history(runs, 0.9) == runs["run_id"].tolist()
+    history = pd.DataFrame({"run_id": [runs["run_id"][0]] * 3 + [runs["run_id"][1]] * 3, "key": "val/acc",
+                            "step": [10, 20, 30] * 2, "value": [0.5, 0.91, 0.95, 0.5, 0.6, 0.7]})
+    reached = scoring.first_reach_steps(history, 0.9)
+    assert reached[runs["run_id"][0]] == 20 and math.isnan(reached[runs["run_id"][1]])
+    outcomes = scoring.run_outcomes(runs, scoring.Criteria(0.9), reached)
+    assert outcomes["reached"].tolist() == [True, False]
+    assert outcomes["seconds_to"][0] == pytest.approx(20 * 0.01)  # the run's mean seconds per step
+    assert outcomes["target_source"].tolist() == ["history", "history"]
+
+
+def test_a_candidate_is_the_exact_policy_and_same_named_ones_get_a_distinguishing_suffix():
+    a = "lrPolicy_TRI2+k0_0.01+k1_0.06+l_2000"
+    b = "lrPolicy_TRI2+k0_0.01+k1_0.1+l_2000"
+    scores = scores_of(make_run("triangle2", 0, 20, spec=a), make_run("triangle2", 1, 30, spec=a),
+                       make_run("triangle2", 0, 40, spec=b), make_run("triangle2", 0, 40, spec=a, warmup="linear"))
+    assert set(scores.index) == {"triangle2 [k1_0.06]", "triangle2 [k1_0.1]", "triangle2+linear"}
+    assert scores.loc["triangle2 [k1_0.06]", "n_runs"] == 2
+
+
+def test_groups_never_mix_even_for_the_same_policy():
+    other = ("lenet5", "synthetic", "adam")
+    c = scoring.Criteria(0.85)
+    scores = scoring.score_candidates(scoring.run_outcomes(table(make_run("fix", 0, 20), make_run("fix", 0, 80,
+                                                                                                  group=other)), c), c)
+    assert sorted(scores["group"]) == ["lenet5 / synthetic / adam", "lenet5 / synthetic / momentum"]
+    assert sorted(scores["steps_mean"]) == [20.0, 80.0]
+
+
+def test_k_scaled_runs_are_their_own_candidates_and_feed_the_robustness_tables():
+    rows = [make_run("triangle2", s, 30, k_scale=1.0, final=0.9) for s in (0, 1)]
+    rows += [make_run("triangle2", s, 60 if s == 0 else None, k_scale=5.0, final=0.8,
+                      spec="lrPolicy_TRI2+k0_0.01+k1_0.06+l_2000-SCALE-5") for s in (0, 1)]
+    rows += [make_run("triangle2", 0, failure="diverged", status="FAILED", k_scale=10.0, final=0.1,
+                      spec="lrPolicy_TRI2+k0_0.01+k1_0.06+l_2000-SCALE-10")]
+    rows += [make_run("fix", 0, 20)]  # one scale only: not in the robustness tables
+    c = scoring.Criteria(0.85)
+    outcomes = scoring.run_outcomes(table(*rows), c)
+    assert set(scoring.score_candidates(outcomes, c)["name"]) == {"triangle2", "triangle2 ×5", "triangle2 ×10", "fix"}
+    per_scale, sensitivity = scoring.k_scale_robustness(outcomes)
+    assert per_scale["k_scale"].tolist() == [1.0, 5.0, 10.0]
+    assert per_scale["share_reached"].tolist() == [1.0, 0.5, 0.0] and per_scale["n_failed"].tolist() == [0, 0, 1]
+    (row,) = sensitivity.to_dict("records")
+    assert row["policy"] == "triangle2" and row["n_scales"] == 3
+    assert row["share_scales_reaching"] == pytest.approx(1 / 3)
+    assert row["final_acc_spread"] == pytest.approx(0.9 - 0.0)  # the diverged run counts as accuracy 0
+
+
+def test_value_at_takes_the_last_logged_step_at_or_before():
+    h = pd.DataFrame({"run_id": "r", "key": "lr", "step": [0, 2, 4], "value": [1.0, 2.0, 3.0]})
+    assert scoring.value_at(h, "r", "lr", 3) == 2.0 and scoring.value_at(h, "r", "lr", 10) == 3.0
+    assert scoring.value_at(h, "other", "lr", 3) is None
+
+
+class _FakeStore:
+    """A tracking store that records its calls: bulk reads only, 100 run ids at most per call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def get_metric_history_bulk_interval(self, run_ids, metric_key, max_results, start_step, end_step):
+        from types import SimpleNamespace
+
+        self.calls.append(("bulk", len(run_ids), metric_key))
+        assert len(run_ids) <= 100
+        return [SimpleNamespace(run_id=r, key=metric_key, step=s, value=float(s)) for r in run_ids for s in (0, 1)]
+
+    def get_metric_history(self, run_id, metric_key):
+        raise AssertionError("one call per run per metric")
+
+
+def test_histories_are_read_in_bulk_per_key_in_chunks_of_100_and_finished_runs_are_cached():
+    fake = _FakeStore()
+    ids = [f"r{i}" for i in range(250)]
+    from pipeline.tracking.runs import HistoryCache
+
+    cache = HistoryCache()
+    out = fetch_histories(lambda: fake, ids, ["lr", "val/acc"], 1000, cache, terminal=ids[:200])
+    assert fake.calls == [("bulk", 100, "lr"), ("bulk", 100, "lr"), ("bulk", 50, "lr"),
+                          ("bulk", 100, "val/acc"), ("bulk", 100, "val/acc"), ("bulk", 50, "val/acc")]
+    assert len(out) == 250 * 2 * 2
+    fake.calls.clear()
+    again = fetch_histories(lambda: fake, ids, ["lr"], 1000, cache, terminal=ids[:200])
+    assert fake.calls == [("bulk", 50, "lr")]  # only the 50 unfinished runs are read again
+    assert len(again) == 250 * 2
+
+
+class _FakeSqlStore(_FakeStore):
+    """Also has the SQL store's one-query read of whole histories (a global row limit, no sampling)."""
+
+    def get_metric_history_bulk(self, run_ids, metric_key, max_results):
+        from types import SimpleNamespace
+
+        self.calls.append(("whole", len(run_ids), metric_key))
+        points = 3 if metric_key == "val/acc" else 5000  # lr: one point per step, far more than expected
+        rows = [SimpleNamespace(run_id=r, key=metric_key, step=s, value=0.5, timestamp=s)
+                for r in run_ids for s in range(points)]
+        return rows[:max_results]
+
+
+def test_short_series_are_read_with_one_query_per_100_runs_and_long_ones_fall_back_to_sampling():
+    fake = _FakeSqlStore()
+    ids = [f"r{i}" for i in range(150)]
+    out = fetch_histories(lambda: fake, ids, ["val/acc", "lr"], 1000, points_per_run=3)
+    assert fake.calls == [("whole", 100, "val/acc"), ("whole", 50, "val/acc"),
+                          ("whole", 100, "lr"), ("bulk", 100, "lr"), ("whole", 50, "lr"), ("bulk", 50, "lr")]
+    assert (out[out["key"] == "val/acc"].groupby("run_id").size() == 3).all()

@@ -77,6 +77,37 @@ def main(cfg: DictConfig) -> None:
         laps.print()
 
 
+def cross_group_sections(runs, ranked, options) -> list:
+    """Tables that exist only when their data does: Demon-style finish rates (several settings or momentum
+    policies), LCA per policy (+analysis=lca runs), AutoAssist against the plain runs (+sampler=autoassist)."""
+    from pipeline.analysis.autoassist_summary import autoassist_comparison
+    from pipeline.analysis.document import Section, frame_rows
+    from pipeline.analysis.finish_rate import finish_rate, finish_rate_rows
+    from pipeline.analysis.lca_summary import lca_by_policy
+
+    sections = []
+    settings = ranked[["model", "dataset"]].drop_duplicates() if {"model", "dataset"} <= set(ranked) else []
+    momenta = set(ranked["momentum"].dropna().astype(str)) - {"none"} if "momentum" in ranked else set()
+    if len(settings) > 1 or momenta:
+        table = finish_rate(ranked, rank_by=options.rank_by)
+        sections.append(Section("Finish rate (share of settings where a method is Top-1 / Top-3)",
+                                "A setting is a (model, dataset); a method is an LR policy with its momentum policy "
+                                "and optimizer, placed by its best candidate (the form of Demon's Table 1).",
+                                *finish_rate_rows(table), data=table))
+    if any(str(c).startswith("summary/lca_cum/") for c in runs.columns):
+        table = lca_by_policy(runs)
+        sections.append(Section("Loss change allocation (LCA): which layers helped or hurt",
+                                "Mean over runs of the share of parameters whose LCA is negative (they lowered the "
+                                "loss) on the measured steps, and the layers whose cumulative LCA helped or hurt.",
+                                *frame_rows(table), data=table))
+    if "sampler" in runs and runs["sampler"].notna().any():
+        table = autoassist_comparison(runs, options.target)
+        sections.append(Section(f"AutoAssist: samples, steps and seconds to {options.target:g}",
+                                "Means over the runs that reached the target; *_vs_none below 1 means fewer than "
+                                "the same policy without AutoAssist.", *frame_rows(table), data=table))
+    return sections
+
+
 def report(options, uri: str, laps: Laps) -> None:
     """Steps 2-7 of the module docstring."""
     from pipeline.analysis import plots, recommend, scoring
@@ -144,7 +175,8 @@ def report(options, uri: str, laps: Laps) -> None:
     settings = {k: v for k, v in vars(options).items() if k != "uri"}
     document = Report("LR policy recommendation", datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       {"uri": public_uri(uri), "experiments": list(options.experiments or []) or None,
-                       "parent_run_id": options.parent_run_id}, settings, len(runs), reports)
+                       "parent_run_id": options.parent_run_id}, settings, len(runs), reports,
+                      sections=cross_group_sections(runs, ranked, options))
     written = write_report(document, out_dir)
     laps("write files")
     run_id = None

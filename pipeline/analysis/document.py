@@ -28,6 +28,30 @@ class GroupReport:
 
 
 @dataclass
+class Section:
+    """A table that spans the groups (finish rates, LCA, AutoAssist): shown after the groups when its data exists."""
+
+    title: str
+    note: str
+    header: list[str]
+    rows: list[list[str]]
+    data: pd.DataFrame = field(default_factory=pd.DataFrame)  # the numbers behind the rows, for report.json
+
+
+def frame_rows(table: pd.DataFrame, digits: int = 3) -> tuple[list[str], list[list[str]]]:
+    """A frame as a header and rows of plain strings: floats rounded, sequences joined, missing values as a dash."""
+
+    def text(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value)) or "-"
+        if isinstance(value, (float, np.floating)):
+            return "-" if not math.isfinite(value) else f"{value:.{digits}g}"
+        return "-" if value is None or value is pd.NA else str(value)
+
+    return list(map(str, table.columns)), [[text(v) for v in row] for row in table.itertuples(index=False)]
+
+
+@dataclass
 class Report:
     title: str
     generated: str                 # ISO time
@@ -36,6 +60,7 @@ class Report:
     n_runs: int
     groups: list[GroupReport]
     notes: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
 
 
 def plain(value):
@@ -77,4 +102,5 @@ def report_json(report: Report) -> dict:
                        "robustness": plain(g.robustness), "k_scale_sensitivity": plain(g.sensitivity),
                        "composite_config": g.composite_name, "composite_command": g.composite_command})
     return {"title": report.title, "generated": report.generated, "source": plain(report.source),
-            "settings": plain(report.settings), "n_runs": report.n_runs, "notes": report.notes, "groups": groups}
+            "settings": plain(report.settings), "n_runs": report.n_runs, "notes": report.notes, "groups": groups,
+            "sections": [{"title": x.title, "note": x.note, "table": plain(x.data)} for x in report.sections]}

@@ -173,6 +173,9 @@ def report_html(report: Report) -> str:
                          + _html_table(["policy", "seed", "failure", "run", "error"], failures))
         if g.recommendation.composite is not None:
             parts.append(f"<h3>Proposed composite policy</h3><pre>{_e(composite_yaml(g))}</pre>")
+    for section in report.sections:
+        parts.append(f"<h2>{_e(section.title)}</h2><p class='muted'>{_e(section.note)}</p>"
+                     + _html_table(section.header, section.rows))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -235,6 +238,8 @@ def report_markdown(report: Report) -> str:
                     _md_table(["policy", "seed", "failure", "run", "error"], failures), ""]
         if g.recommendation.composite is not None:
             out += ["### Proposed composite policy", "", "```yaml", composite_yaml(g).rstrip(), "```", ""]
+    for section in report.sections:
+        out += [f"## {_m(section.title)}", "", _m(section.note), "", _md_table(section.header, section.rows), ""]
     return "\n".join(out) + "\n"
 
 

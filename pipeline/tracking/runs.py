@@ -35,8 +35,8 @@ BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
 # Runs in these states are over: their metrics never change again, so their histories may be cached.
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Tags copied into columns; momentum and warmup default to "none" (a constant momentum, no warm-up).
-TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "momentum", "warmup", "study", "failure",
-               "error", "git_commit")
+TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "momentum", "warmup", "sampler", "study",
+               "failure", "error", "git_commit")
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy and its budget.
 PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.")
 HISTORY_COLUMNS = ["run_id", "key", "step", "value"]

@@ -221,9 +221,17 @@ def markdown(results: dict) -> str:
         row("end-to-end study", f"{s['total_s']:.0f} s (sweep {s['sweep_s']:.0f} s, report {s['report_s']:.0f} s)", s)
     if "memory" in results:
         row("memory", f"LeNet run peak RSS {results['memory']['lenet_run_peak_rss_mib']:.0f} MiB", results["memory"])
-    for name in ("packed", "lca"):
-        if name in results:
-            row(name, json.dumps(results[name].get("summary", results[name]))[:200], results[name])
+    if "lca" in results:
+        lca = results["lca"].get("lca", {})
+        figure = "; ".join(f"subset {k}: {v['overhead_ratio']:.1f}x with LCA on every step (est. "
+                           f"{v['estimated_ratio_every_k']['10']:.1f}x every 10th)" for k, v in lca.items())
+        row("LCA overhead", figure, {"target": "report the ratio", "command": "python benchmarks/lca_overhead.py"})
+    if "packed" in results:
+        packed = results["packed"]
+        row("packed policies", json.dumps(packed.get("summary", {k: v for k, v in packed.items() if k != "machine"}),
+                                          default=str)[:300], {"target": packed.get("target", ""),
+                                                               "met": packed.get("met"),
+                                                               "command": "python benchmarks/packed.py"})
     return (
         "# Benchmarks\n\nWritten by `make bench` (`python benchmarks/suite.py`). Machine: "
         f"{m['cpu_count']} cores, {m['platform']}, Python {m['python']}, torch {m['torch']}, lightning "

@@ -83,7 +83,7 @@ class MetricsCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._loss_sum += float(loss)
+        self._loss_sum += float(loss.detach())
         self._loss_count += 1
         self.progress.samples += len(batch[1]) * trainer.world_size  # (x, y): y holds one label per sample
         # global_step advances when an optimizer step consumed the accumulated batches; until then, keep summing.

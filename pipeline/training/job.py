@@ -175,9 +175,13 @@ class Training:
     total_steps: int
 
 
+def devices_per_node(cfg: DictConfig) -> int:
+    """Processes per machine (``trainer.devices``; ``auto`` counts as 1 until Lightning resolves it)."""
+    return cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
+
+
 def world_size(cfg: DictConfig) -> int:
-    devices = cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1
-    return devices * cfg.trainer.num_nodes
+    return devices_per_node(cfg) * cfg.trainer.num_nodes
 
 
 def build_training(cfg: DictConfig, job: Job) -> Training:
@@ -268,7 +272,7 @@ def run_job(cfg: DictConfig) -> JobResult:
     # 1. Config stage: every check that needs no data, then the store (rank 0 only: see distributed.py).
     job = check(cfg)
     uri = store.resolve_uri(cfg.tracking.uri)
-    rank = process_rank(cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1)
+    rank = process_rank(devices_per_node(cfg))
     experiment_id = store.prepare(uri, cfg.tracking.experiment) if rank == 0 else ""
 
     # 2. Data, model, and the policy fixed to this run's budget.

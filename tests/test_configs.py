@@ -49,6 +49,7 @@ def test_without_a_policy_the_optimizer_lr_is_recorded_as_fix():
         ("trainer.eval_every_steps=-3", "trainer.eval_every_steps"),
         ("trainer.targets=[0.5,1.5]", "trainer.targets[1]"),
         ("trainer.accelerator=tpu9", "trainer.accelerator"),
+        ("trainer.memory_format=nhwc", "trainer.memory_format"),
         ("seed=-1", "seed"),
         ("optimizer.lr=-0.1", "optimizer"),
         ("schedule.k_scale=0", "schedule.k_scale"),

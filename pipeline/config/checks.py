@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 GROUPS = ("model", "dataset", "optimizer", "policy", "warmup", "momentum", "analysis", "sampler", "trainer", "tracking")
 
@@ -120,6 +121,7 @@ def check_trainer(cfg: DictConfig) -> tuple[int, int]:
     _choice(cfg, "trainer.accelerator", ACCELERATORS)
     _choice(cfg, "trainer.strategy", STRATEGIES)
     _choice(cfg, "trainer.precision", PRECISIONS)
+    _choice(cfg, "trainer.memory_format", MEMORY_FORMATS)
     _int(cfg, "trainer.num_nodes", 1)
     devices = OmegaConf.select(cfg, "trainer.devices")
     if devices != "auto":

@@ -268,7 +268,7 @@ class TensorDataModule(LightningDataModule):
         split_seed: int = 0,
         train_subset: int | None = None,
         test_subset: int | None = None,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 256,
     ) -> None:
         super().__init__()
         # No save_hyperparameters(): Lightning would merge these into the LightningModule's hparams and raise on
@@ -585,7 +585,7 @@ class Synthetic(TensorDataModule):
         split_seed: int = 0,
         train_subset: int | None = None,
         test_subset: int | None = None,
-        eval_batch_size: int = 1000,
+        eval_batch_size: int = 256,
         n_train: int = 2048,
         n_test: int = 512,
         image_size: int = 28,

@@ -210,8 +210,19 @@ def build_training(cfg: DictConfig, job: Job) -> Training:
     if cfg.schedule.horizon_steps:
         policy = Stretched(policy, cfg.schedule.horizon_steps, total_steps)
     momentum = for_run(job.momentum, total_steps)  # Demon's T: this run's optimizer steps
-    module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes, momentum=momentum)
+    module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes, momentum=momentum,
+                              channels_last=use_channels_last(cfg.trainer.memory_format, net))
     return Training(datamodule, module, policy, momentum, total_steps)
+
+
+def use_channels_last(memory_format: str, net) -> bool:
+    """``trainer.memory_format``: ``auto`` picks channels-last for nets with 2-d convolutions, where oneDNN (CPU) and
+    cuDNN run convolutions and pooling faster in NHWC; a net of linear layers gains nothing from it."""
+    import torch
+
+    if memory_format == "auto":
+        return any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    return memory_format == "channels_last"
 
 
 def record_setup(recorder, config: dict, training: Training, title: str) -> None:

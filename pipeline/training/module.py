@@ -25,9 +25,11 @@ class PolicyClassifier(L.LightningModule):
         policy: Callable[[int], float],
         num_classes: int,
         momentum: Callable[[int], float] | None = None,  # momentum policy (Demon); None: constant momentum
+        channels_last: bool = False,  # NHWC weights and images: oneDNN's fast path for convolutions and pooling
     ):
         super().__init__()
-        self.net = net
+        self.channels_last = channels_last
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer_factory = optimizer
         self.policy = policy
         self.momentum = momentum
@@ -36,6 +38,8 @@ class PolicyClassifier(L.LightningModule):
         self.last_sample_losses: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def training_step(self, batch, batch_idx):

@@ -53,6 +53,14 @@ def test_bad_value_exits_2_naming_the_key_and_creates_no_run(tmp_path, store_uri
     assert train_runs(store_uri) == []
 
 
+@pytest.mark.parametrize(("max_steps", "expected"), [(30, [10, 20, 30]), (25, [10, 20, 25])])
+def test_validation_runs_on_schedule_and_once_at_the_end_of_the_budget(store_uri, max_steps, expected):
+    cfg = compose_job(*TINY, "+policy=fix", f"trainer.max_steps={max_steps}", "trainer.eval_every_steps=10")
+    result = run_job(cfg)
+    history = MlflowClient(store_uri).get_metric_history(result.run_id, "val/acc")
+    assert sorted(m.step for m in history) == expected
+
+
 def test_gradient_accumulation_keeps_one_point_per_optimizer_step(store_uri):
     cfg = compose_job(*TINY, "+policy=sin2", "policy.l=5", "trainer.accumulate_grad_batches=2",
                       "trainer.max_steps=12", "trainer.eval_every_steps=6")

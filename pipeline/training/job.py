@@ -331,7 +331,9 @@ def run_job(cfg: DictConfig) -> JobResult:
                 trainer.fit(training.module, datamodule=datamodule, ckpt_path=str(checkpoint) if resuming else None)
                 test = None
                 if metrics.progress.diverged_at is None:
-                    trainer.validate(training.module, datamodule=datamodule, verbose=False)  # end-of-budget eval
+                    evals = metrics.progress.evals
+                    if not evals or evals[-1][0] != trainer.global_step:  # unless the last scheduled one was at the end
+                        trainer.validate(training.module, datamodule=datamodule, verbose=False)  # end-of-budget eval
                     trainer.test(training.module, datamodule=datamodule, verbose=False)
                     test = training.module.last_eval
                 summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)

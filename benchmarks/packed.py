@@ -6,7 +6,8 @@ Both sides train K copies for ``--steps`` optimizer steps on the same Fashion-MN
 timed), each copy under its own policy with SGD momentum 0.9 and weight decay 5e-4, and both read every step's loss
 back to the host as the pipeline does to record it:
 
-- ``sequential``: per copy, a LeNet-5 with ``torch.optim.SGD`` driven by the pipeline's ``PolicyScheduler``;
+- ``sequential``: per copy, a LeNet-5 with ``torch.optim.SGD`` driven by the pipeline's ``PolicyScheduler``, laid
+  out channels-last as separate pipeline runs lay out conv nets (``trainer.memory_format=auto``);
 - ``packed``: ``pipeline.training.packed`` (``PackedNets`` + ``PackedSGD``), what ``trainer.pack=K`` runs.
 
 Reported per device and K: model-samples per second (K x steps x batch / seconds), the median over ``--repeats``
@@ -51,13 +52,14 @@ def policies(k: int):
     return [Triangle2(k0=0.01, k1=0.02 + 0.005 * i, l=2000) for i in range(k)]
 
 
-def lenets(k: int, device):
+def lenets(k: int, device, layout=None):
     import torch
 
     from pipeline.training.models import LeNet5
 
     torch.manual_seed(0)
-    return [LeNet5(in_channels=1, num_classes=10, image_size=28).to(device) for _ in range(k)]
+    layout = layout or torch.contiguous_format
+    return [LeNet5(in_channels=1, num_classes=10, image_size=28).to(device, memory_format=layout) for _ in range(k)]
 
 
 def sync(device) -> None:
@@ -111,16 +113,20 @@ def run_packed(nets, pols, batches, device) -> float:
 
 
 def bench_device(device, ks, batches, repeats: int, warmup_steps: int) -> dict:
+    import torch
+
     on_device = [(x.to(device), y.to(device)) for x, y in batches]
+    nhwc = torch.channels_last
+    nhwc_batches = [(x.contiguous(memory_format=nhwc), y) for x, y in on_device]
     out = {}
     for k in ks:
         pols = policies(k)
         # Warm-up (first-call costs: vmap tracing, CUDA kernels, allocator) on a few steps, untimed.
-        run_sequential(lenets(k, device), pols, on_device[:warmup_steps], device)
+        run_sequential(lenets(k, device, nhwc), pols, nhwc_batches[:warmup_steps], device)
         run_packed(lenets(k, device), pols, on_device[:warmup_steps], device)
         seconds = {"sequential": [], "packed": []}
         for _ in range(repeats):
-            seconds["sequential"].append(run_sequential(lenets(k, device), pols, on_device, device))
+            seconds["sequential"].append(run_sequential(lenets(k, device, nhwc), pols, nhwc_batches, device))
             seconds["packed"].append(run_packed(lenets(k, device), pols, on_device, device))
         samples = k * len(on_device) * len(on_device[0][1])
         rates = {side: samples / statistics.median(times) for side, times in seconds.items()}

@@ -6,7 +6,8 @@ imports the heavy modules once, every worker is forked from it (so imports are p
 worker), each worker runs jobs one after another, and torch gets ``threads_per_job`` threads in each worker, with
 ``n_jobs * threads_per_job`` no more than the cores.
 
-Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``).
+Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``). The :class:`StartWorkersEarly` callback
+(``conf/config.yaml``) starts the forkserver when the multirun starts, so its imports overlap the sweep's own set-up.
 
 With ``trainer.pack=K`` (or ``auto`` on CUDA) jobs that differ only in their policies train K at a time as one
 vectorised model in one worker (``pipeline/training/packed.py``); each still gets its own Hydra job and MLflow run.
@@ -16,6 +17,7 @@ vectorised model in one worker (``pipeline/training/packed.py``); each still get
 
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import time
@@ -28,6 +30,7 @@ import cloudpickle
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -58,6 +61,34 @@ def plan_workers(n_jobs: int, threads_per_job: int, jobs: int, cores: int) -> tu
     return workers, threads
 
 
+def forkserver_context():
+    """The multiprocessing context of the pool: a forkserver that has imported :data:`PRELOAD`."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+class StartWorkersEarly(Callback):
+    """Start the pool's forkserver as the multirun starts: it imports torch, Lightning and MLflow (seconds) while
+    the launcher process sets up the store and the parent run, instead of after. Jobs still see the launcher's
+    environment as it is when they are submitted (:func:`_adopt_environment`)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.launcher._target_") == PoolLauncherConf._target_:
+            forkserver_context()
+            multiprocessing.forkserver.ensure_running()
+
+
+def _adopt_environment(env: dict) -> None:
+    """Take the launcher's environment at submit time: the forkserver may predate variables the sweep set since
+    (its parent run id, the store URI). The worker's own thread setting stays."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ.clear()
+    os.environ.update(env)
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = threads
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -84,7 +115,8 @@ def _run(hydra_context, task_function, sweep_config: DictConfig) -> JobReturn:
 
 
 def _execute(payload: bytes) -> bytes:
-    idx, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    idx, overrides, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
+    _adopt_environment(env)
     setup_globals()
     Singleton.set_state(singleton_state)
     return cloudpickle.dumps(_run(hydra_context, task_function, _sweep_config(hydra_context, config, overrides, idx)))
@@ -94,7 +126,8 @@ def _execute_pack(payload: bytes) -> bytes:
     """Train several jobs as one vectorised model (trainer.pack, pipeline/training/packed.py); then each job gets
     its own Hydra job (output folder, JobReturn) that returns what the pack recorded for it. A job the pack could
     not take runs on its own, as in _execute."""
-    jobs, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
+    jobs, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
+    _adopt_environment(env)
     setup_globals()
     Singleton.set_state(singleton_state)
     from pipeline.training.packed import replay, train_sweep_pack
@@ -124,19 +157,19 @@ class PoolLauncher(Launcher):
         packs = self._packs(job_overrides)
         workers, threads = plan_workers(self.n_jobs, self.threads_per_job, len(packs), cores)
         log.info(f"Launching {len(job_overrides)} jobs on {workers} workers x {threads} torch threads")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        state = Singleton.get_state()
+        context = forkserver_context()  # already running if StartWorkersEarly started it
+        state, env = Singleton.get_state(), dict(os.environ)
         for offset, overrides in enumerate(job_overrides):
             log.info(f"\t#{initial_job_idx + offset} : {' '.join(filter_overrides(overrides))}")
         payloads = []
         for pack in packs:
             jobs = [(initial_job_idx + offset, job_overrides[offset]) for offset in pack]
             if len(pack) == 1:
-                payloads.append((_execute, (*jobs[0], self.hydra_context, self.config, self.task_function, state)))
+                payloads.append((_execute, (*jobs[0], self.hydra_context, self.config, self.task_function, state, env)))
             else:
                 log.info(f"\tpack of {len(pack)}: {', '.join(f'#{idx}' for idx, _ in jobs)}")
-                payloads.append((_execute_pack, (jobs, self.hydra_context, self.config, self.task_function, state)))
+                payloads.append((_execute_pack, (jobs, self.hydra_context, self.config, self.task_function, state,
+                                                 env)))
         progress = SweepProgress(len(job_overrides))
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
             futures = {pool.submit(fn, cloudpickle.dumps(args)): pack for (fn, args), pack in zip(payloads, packs)}

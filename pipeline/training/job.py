@@ -269,6 +269,8 @@ def build_trainer(cfg: DictConfig, callbacks: list, checkpoint_dir: Path):
 def quiet_frameworks() -> None:
     """Keep a job's output to what the user needs: Lightning's start-up notes (devices, tips) and a deprecation
     warning it triggers inside torch would otherwise repeat for every job of a sweep."""
+    import lightning.pytorch  # noqa: F401 - importing it sets its logger to INFO, so import before lowering that
+
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")

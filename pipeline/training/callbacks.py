@@ -16,7 +16,7 @@ import time
 
 import lightning as L
 
-from pipeline.training.metrics import RunProgress
+from pipeline.training.metrics import RunProgress, divergence
 
 
 def momentum_of(param_group: dict) -> float | None:
@@ -102,13 +102,13 @@ class MetricsCallback(L.Callback):
     def _check_divergence(self, trainer, loss: float, step: int) -> None:
         if self._first_loss is None and math.isfinite(loss):
             self._first_loss = loss
-        too_big = self._first_loss is not None and loss > self.divergence_factor * self._first_loss
-        diverged = not math.isfinite(loss) or too_big
+        reason = divergence(loss, self._first_loss, self.divergence_factor)
+        diverged = reason is not None
         if trainer.world_size > 1:  # every rank stops together, or the others would wait forever in the next step
             diverged = trainer.strategy.reduce_boolean_decision(diverged, all=False)
         if diverged:
             self.progress.diverged_at = step
-            reason = "non-finite" if not math.isfinite(loss) else f"above {self.divergence_factor:g}x the first loss"
+            reason = reason or f"above {self.divergence_factor:g}x the first loss"  # another rank's loss diverged
             self.recorder.fail("diverged", f"training loss {loss:.4g} at step {step} is {reason}")
             trainer.should_stop = True
 

@@ -64,15 +64,19 @@ def job_config(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(job_only, resolve=True)
 
 
-def run_tags(cfg: DictConfig, job: Job, policy) -> dict[str, str]:
+def run_tags(cfg: DictConfig, job: Job, training: Training, key: str) -> dict[str, str]:
+    """The tags of a job's run: its group choices, seed, the exact policies it runs under, and its ``run_key``."""
     tags = {group: option for group, option in job.choices.items() if group not in ("trainer", "tracking")}
     tags.update(
         seed=str(cfg.seed),
         git_commit=git_commit(),
-        policy_spec=policy.lrbench_string(),
+        policy_spec=training.policy.lrbench_string(),
         k_scale=f"{cfg.schedule.k_scale:g}",
         kind="train",
+        run_key=key,
     )
+    if training.momentum is not None:
+        tags["momentum_spec"] = training.momentum.describe()
     if cfg.get("study"):
         tags["study"] = str(cfg.study)
     parent = os.environ.get(PARENT_RUN_ENV)
@@ -90,6 +94,17 @@ def run_key(config: dict) -> str:
     stable = {group: ({k: v for k, v in value.items() if (group, k) not in VOLATILE_KEYS}
                       if isinstance(value, dict) else value) for group, value in config.items()}
     return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(cfg: DictConfig, job: Job) -> str:
+    """``run_name`` if set, else ``<policy>-<model>-<dataset>-s<seed>``."""
+    choices = job.choices
+    return cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
+
+
+def job_checkpoint_dir(cfg: DictConfig, key: str) -> Path:
+    """The job's checkpoint folder; its lock file sits beside it (``<folder>.lock``)."""
+    return Path(cfg.trainer.checkpoint_dir).resolve() / key
 
 
 def find_resumable_run(client, experiment_id: str, key: str) -> str | None:
@@ -235,7 +250,7 @@ def record_setup(recorder, config: dict, training: Training, title: str) -> None
         recorder.artifact(str(Path(tmp) / "lr_curve.png"))
 
 
-def build_trainer(cfg: DictConfig, callbacks: list, checkpoint_dir: Path):
+def build_trainer(cfg: DictConfig, job: Job, callbacks: list, checkpoint_dir: Path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -245,8 +260,8 @@ def build_trainer(cfg: DictConfig, callbacks: list, checkpoint_dir: Path):
                                                  every_n_train_steps=every, enable_version_counter=False)]
     accumulate = cfg.trainer.accumulate_grad_batches
     return L.Trainer(
-        max_steps=cfg.trainer.max_steps,
-        max_epochs=cfg.trainer.max_epochs if cfg.trainer.max_steps == -1 else -1,
+        max_steps=job.max_steps,
+        max_epochs=job.max_epochs,
         val_check_interval=cfg.trainer.eval_every_steps * accumulate,  # counted in batches
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
@@ -296,12 +311,9 @@ def run_job(cfg: DictConfig) -> JobResult:
     #    killed mid-run resumes when the same command runs again: same config, same key, same MLflow run.
     config = job_config(cfg)
     key = run_key(config)
-    tags = {**run_tags(cfg, job, training.policy), "run_key": key}
-    if training.momentum is not None:
-        tags["momentum_spec"] = training.momentum.describe()
-    choices = job.choices
-    run_name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
-    checkpoint_dir = Path(cfg.trainer.checkpoint_dir).resolve() / key
+    tags = run_tags(cfg, job, training, key)
+    name = run_name(cfg, job)
+    checkpoint_dir = job_checkpoint_dir(cfg, key)
     checkpoint = checkpoint_dir / "last.ckpt"
     if cfg.trainer.strategy.startswith("ddp"):
         relaunch_only_this_job()
@@ -312,7 +324,7 @@ def run_job(cfg: DictConfig) -> JobResult:
                 resume_id = find_resumable_run(client, experiment_id, key) if checkpoint.exists() else None
                 if resume_id is None:
                     checkpoint.unlink(missing_ok=True)  # left by a run that has since finished or been deleted
-                run = open_run(client, experiment_id, run_name, tags, cfg.tracking.flush_every, resume_id)
+                run = open_run(client, experiment_id, name, tags, cfg.tracking.flush_every, resume_id)
             else:  # rank 0 decided, before it started this process, whether the job resumes
                 resume_id, run = None, nullcontext(NullRecorder())
             resuming = checkpoint.exists()
@@ -321,7 +333,7 @@ def run_job(cfg: DictConfig) -> JobResult:
                     print(f"resuming run {resume_id} from {checkpoint}", flush=True)
                     recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
                 elif rank == 0:
-                    record_setup(recorder, config, training, f"{choices['policy']}: {run_name}")
+                    record_setup(recorder, config, training, f"{job.choices['policy']}: {name}")
 
                 metrics = MetricsCallback(recorder, cfg.trainer.targets, cfg.trainer.divergence_factor)
                 callbacks = [metrics, *(extra(recorder=recorder) for extra in job.callbacks)]
@@ -329,7 +341,7 @@ def run_job(cfg: DictConfig) -> JobResult:
                     sampler = job.sampler(datamodule=datamodule, recorder=recorder)
                     callbacks.append(sampler)
                     datamodule = sampler.datamodule
-                trainer = build_trainer(cfg, callbacks, checkpoint_dir)
+                trainer = build_trainer(cfg, job, callbacks, checkpoint_dir)
                 trainer.fit(training.module, datamodule=datamodule, ckpt_path=str(checkpoint) if resuming else None)
                 test = None
                 if metrics.progress.diverged_at is None:

@@ -109,6 +109,16 @@ class RunProgress:
                 self.reached_samples[target] = self.samples
 
 
+def divergence(loss: float, first_loss: float | None, factor: float) -> str | None:
+    """Why a training loss means the run diverged (non-finite, or above ``factor`` x the first finite loss), or
+    None. The rule of separate runs (the metrics callback) and of packed copies alike."""
+    if not math.isfinite(loss):
+        return "non-finite"
+    if first_loss is not None and loss > factor * first_loss:
+        return f"above {factor:g}x the first loss"
+    return None
+
+
 # How many of the last evaluations the "late fluctuation" (LRBench's variance) is measured over.
 LAST_EVALS = 5
 

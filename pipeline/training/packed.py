@@ -47,7 +47,6 @@ import traceback
 import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,10 +57,12 @@ from pipeline.tracking.recorder import open_run
 from pipeline.training.job import (
     JobResult,
     build_training,
+    job_checkpoint_dir,
     job_config,
     job_lock,
     record_setup,
     run_key,
+    run_name,
     run_tags,
     sigterm_as_interrupt,
 )
@@ -361,15 +362,6 @@ class Copy:
     test: dict | None = None
 
 
-def divergence(loss: float, first_loss: float | None, factor: float) -> str | None:
-    """Why a training loss means divergence (the metrics callback's rule), or None."""
-    if not math.isfinite(loss):
-        return "non-finite"
-    if first_loss is not None and loss > factor * first_loss:
-        return f"above {factor:g}x the first loss"
-    return None
-
-
 class Clock:
     """Training seconds: wall-clock minus the time spent evaluating."""
 
@@ -404,6 +396,8 @@ def train_pack(nets: PackedNets, sgd: PackedSGD, copies: list[Copy], datamodule,
                device, dtype, num_classes: int) -> None:
     """Train every copy for ``total_steps`` optimizer steps on the same batches, recording as the metrics callback
     does; evaluate every ``eval_every_steps`` and at the end, then test. Leaves ``steps`` and ``train_s`` per copy."""
+    from pipeline.training.metrics import divergence
+
     loader = datamodule.train_dataloader()
     val_loader, test_loader = datamodule.val_dataloader(), datamodule.test_dataloader()
     every, factor = trainer_cfg.eval_every_steps, trainer_cfg.divergence_factor
@@ -523,20 +517,15 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
     pack_id = uuid.uuid4().hex[:12]
     with ExitStack() as stack:
         for config, cfg in zip(configs, cfgs):  # the same job cannot run twice at once, packed or not
-            stack.enter_context(job_lock((Path(cfg.trainer.checkpoint_dir).resolve() / run_key(config))
-                                         .with_suffix(".lock")))
+            stack.enter_context(job_lock(job_checkpoint_dir(cfg, run_key(config)).with_suffix(".lock")))
         stack.enter_context(sigterm_as_interrupt())
         client = store.client(uri)
         copies = []
         for cfg, job, training, config in zip(cfgs, jobs, trainings, configs):
-            tags = {**run_tags(cfg, job, training.policy), "run_key": run_key(config), "packed": str(len(cfgs)),
-                    "pack_id": pack_id}
-            if training.momentum is not None:
-                tags["momentum_spec"] = training.momentum.describe()
-            choices = job.choices
-            name = cfg.run_name or f"{choices['policy']}-{choices.get('model')}-{choices.get('dataset')}-s{cfg.seed}"
+            tags = {**run_tags(cfg, job, training, run_key(config)), "packed": str(len(cfgs)), "pack_id": pack_id}
+            name = run_name(cfg, job)
             recorder = stack.enter_context(open_run(client, experiment_id, name, tags, cfg.tracking.flush_every))
-            record_setup(recorder, config, training, f"{choices['policy']}: {name}")
+            record_setup(recorder, config, training, f"{job.choices['policy']}: {name}")
             progress = RunProgress(targets=tuple(sorted(cfg.trainer.targets)))
             copies.append(Copy(recorder, training.policy, training.momentum, progress))
         print(f"pack {pack_id}: {len(copies)} jobs as one vectorised model on {device} ({dtype})", flush=True)

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.training.arguments import check_int, check_number
 from pipeline.training.data import derive_seed
 
 # The keep/skip draws' random stream; keys 0-2 are the data module's (split, order, synthetic data).
@@ -73,29 +74,13 @@ STEP_KEYS = ("train/samples", "autoassist/accept_rate", "autoassist/assistant_ac
              "autoassist/seen", "autoassist/threshold")
 
 
-def _number(name: str, value: object, low: float, high: float = math.inf, *, low_open: bool = False,
-            high_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
-    return float(value)
-
-
-def _integer(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def keep_probability(p: Tensor | float, base_prob: float) -> Tensor | float:
     """Probability that a sample the assistant scores ``p`` (in [0, 1]) is kept: at least ``base_prob``, 1 at p = 1.
 
     The paper draws c ~ U(0, 1) and keeps when c < base_prob, else when (c - base_prob) / (1 - base_prob) < p: the
     same probability, with one draw.
     """
-    _number("base_prob", base_prob, 0.0, 1.0)
+    check_number("base_prob", base_prob, 0.0, 1.0)
     return base_prob + (1.0 - base_prob) * p
 
 
@@ -127,12 +112,12 @@ class Assistant:
 
     def __init__(self, in_channels: int, num_classes: int, *, pool_size: int = 7, lr: float = 0.1, l2: float = 1e-3,
                  loss_ema: float = 0.75) -> None:
-        _integer("in_channels", in_channels, 1)
-        _integer("num_classes", num_classes, 2)
-        self.pool_size = _integer("pool_size", pool_size, 1)
-        self.lr = _number("lr", lr, 0.0, low_open=True)
-        self.l2 = _number("l2", l2, 0.0)
-        self.loss_ema = _number("loss_ema", loss_ema, 0.0, 1.0, high_open=True)
+        check_int("in_channels", in_channels, 1)
+        check_int("num_classes", num_classes, 2)
+        self.pool_size = check_int("pool_size", pool_size, 1)
+        self.lr = check_number("lr", lr, 0.0, low_open=True)
+        self.l2 = check_number("l2", l2, 0.0)
+        self.loss_ema = check_number("loss_ema", loss_ema, 0.0, 1.0, high_open=True)
         self.weight = torch.zeros(in_channels * pool_size * pool_size)
         self.class_bias = torch.zeros(num_classes)
         self.loss_sum = 0.0  # EMAs over batches of the boss's loss sum and sample count: their ratio is the threshold
@@ -216,9 +201,9 @@ class KeptBatches:
                  position: Callable[[], int] | None = None) -> None:
         self.loader = loader
         self.assistant = assistant
-        self.base_prob = _number("base_prob", base_prob, 0.0, 1.0)
-        self.batch_size = _integer("batch_size", batch_size, 1)
-        self.seed = _integer("seed", seed, 0)
+        self.base_prob = check_number("base_prob", base_prob, 0.0, 1.0)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.seed = check_int("seed", seed, 0)
         self.position = position
         self.rank, self.world_size = 0, 1
         self.seen = 0  # raw samples scored
@@ -230,7 +215,7 @@ class KeptBatches:
 
     def shard(self, rank: int, world_size: int) -> None:
         """Take the ``rank``-th of ``world_size`` disjoint shards; call before the first batch."""
-        _integer("world_size", world_size, 1)
+        check_int("world_size", world_size, 1)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size - 1}], got {rank!r}")
         if self._produced:
@@ -487,12 +472,12 @@ class AutoAssist:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _number("base_prob", self.base_prob, 0.0, 1.0)
-        _number("lr", self.lr, 0.0, low_open=True)
-        _number("l2", self.l2, 0.0)
-        _integer("pool_size", self.pool_size, 1)
-        _number("loss_ema", self.loss_ema, 0.0, 1.0, high_open=True)
-        _integer("seed", self.seed, 0)
+        check_number("base_prob", self.base_prob, 0.0, 1.0)
+        check_number("lr", self.lr, 0.0, low_open=True)
+        check_number("l2", self.l2, 0.0)
+        check_int("pool_size", self.pool_size, 1)
+        check_number("loss_ema", self.loss_ema, 0.0, 1.0, high_open=True)
+        check_int("seed", self.seed, 0)
 
     def __call__(self, *, datamodule, recorder: Any) -> AutoAssistCallback:
         return AutoAssistCallback(self, datamodule, recorder)

@@ -35,6 +35,8 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.training.arguments import check_int
+
 # Independent random streams: each derived seed is keyed by (user seed, stream, ...).
 _SPLIT_STREAM = 0
 _ORDER_STREAM = 1
@@ -52,21 +54,6 @@ class RawData(NamedTuple):
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Checks
-
-
-def _check_int(
-    name: str, value: object, low: int, high: int | None = None, *, optional: bool = False, context: str = ""
-) -> None:
-    if optional and value is None:
-        return
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
-        accepted = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {accepted}{' or None' if optional else ''}{context}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -205,15 +192,15 @@ class EpochShuffleSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        _check_int("n", n, 1)
-        _check_int("seed", seed, 0)
-        _check_int("world", world, 1)
+        check_int("n", n, 1)
+        check_int("seed", seed, 0)
+        check_int("world", world, 1)
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, {world - 1}], got {rank!r}")
         self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def order(self, epoch: int) -> Tensor:
@@ -275,13 +262,13 @@ class TensorDataModule(LightningDataModule):
         # keys such as `seed` present in both with different values; the job logs the composed config instead.
         if not isinstance(data_dir, (str, Path)) or not str(data_dir):
             raise ValueError(f"data_dir must be a non-empty path, got {data_dir!r}")
-        _check_int("batch_size", batch_size, 1)
-        _check_int("val_size", val_size, 1)
-        _check_int("seed", seed, 0)
-        _check_int("split_seed", split_seed, 0)
-        _check_int("train_subset", train_subset, 1, optional=True)
-        _check_int("test_subset", test_subset, 1, optional=True)
-        _check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("val_size", val_size, 1)
+        check_int("seed", seed, 0)
+        check_int("split_seed", split_seed, 0)
+        check_int("train_subset", train_subset, 1, optional=True)
+        check_int("test_subset", test_subset, 1, optional=True)
+        check_int("eval_batch_size", eval_batch_size, 1)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.val_size = val_size
@@ -308,9 +295,9 @@ class TensorDataModule(LightningDataModule):
         x_train, x_test = self._normalise(raw.x_train), self._normalise(raw.x_test)
         n_train, n_test = len(x_train), len(x_test)
         context = f" for {self.name}'s {n_train} training and {n_test} test samples"
-        _check_int("val_size", self.val_size, 1, n_train - 1, context=context)
-        _check_int("train_subset", self.train_subset, 1, n_train - self.val_size, optional=True, context=context)
-        _check_int("test_subset", self.test_subset, 1, n_test, optional=True, context=context)
+        check_int("val_size", self.val_size, 1, n_train - 1, context=context)
+        check_int("train_subset", self.train_subset, 1, n_train - self.val_size, optional=True, context=context)
+        check_int("test_subset", self.test_subset, 1, n_test, optional=True, context=context)
         split_generator = torch.Generator().manual_seed(derive_seed(self.split_seed, _SPLIT_STREAM))
         perm = torch.randperm(n_train, generator=split_generator)
         val_index = perm[: self.val_size]
@@ -604,14 +591,14 @@ class Synthetic(TensorDataModule):
             test_subset=test_subset,
             eval_batch_size=eval_batch_size,
         )
-        _check_int("n_train", n_train, 2)
-        _check_int("n_test", n_test, 1)
-        _check_int("image_size", image_size, 4)
-        _check_int("channels", channels, 1)
-        _check_int("num_classes", num_classes, 2)
+        check_int("n_train", n_train, 2)
+        check_int("n_test", n_test, 1)
+        check_int("image_size", image_size, 4)
+        check_int("channels", channels, 1)
+        check_int("num_classes", num_classes, 2)
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
             raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-        _check_int("gen_seed", gen_seed, 0)
+        check_int("gen_seed", gen_seed, 0)
         self.n_train, self.n_test, self.noise, self.gen_seed = n_train, n_test, float(noise), gen_seed
         self.in_channels, self.num_classes, self.image_size = channels, num_classes, image_size
 

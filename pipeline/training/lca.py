@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from pipeline.training.arguments import check_int
+
 BN_MODES = ("batch", "running")
 ARTIFACT_DIR = "lca"
 
@@ -163,8 +165,7 @@ class EvalLoss:
     """
 
     def __init__(self, model: nn.Module, chunks: Sequence[tuple[Tensor, Tensor]], points_per_pass: int = 1):
-        if isinstance(points_per_pass, bool) or not isinstance(points_per_pass, int) or points_per_pass < 1:
-            raise ValueError(f"points_per_pass must be an integer >= 1, got {points_per_pass!r}")
+        check_int("points_per_pass", points_per_pass, 1)
         self.model = model
         self.chunks = [(x, y) for x, y in chunks]
         self.size = sum(len(y) for _, y in self.chunks)
@@ -330,13 +331,6 @@ def heatmap_png(steps: Sequence[int], layers: Sequence[str], values: Sequence[Se
 # The callback
 
 
-def _check_int(name: str, value: object, low: int, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
-
-
 def _training_dataset(trainer):
     """The raw training set: the data module's ``train_set`` (no augmentation), else the train loader's dataset."""
     dataset = getattr(trainer.datamodule, "train_set", None)
@@ -387,16 +381,16 @@ class LCACallback(L.Callback):
         bn_mode: str = "batch",
         seed: int = 0,
     ):
-        _check_int("every_k_steps", every_k_steps, 1)
-        _check_int("start_step", start_step, 0)
-        _check_int("window_steps", window_steps, 1, optional=True)
-        _check_int("subset_size", subset_size, 1, optional=True)
-        _check_int("max_splits", max_splits, 2)
+        check_int("every_k_steps", every_k_steps, 1)
+        check_int("start_step", start_step, 0)
+        check_int("window_steps", window_steps, 1, optional=True)
+        check_int("subset_size", subset_size, 1, optional=True)
+        check_int("max_splits", max_splits, 2)
         if max_splits & (max_splits - 1):
             raise ValueError(f"max_splits must be a power of 2 >= 2 (2, 4, 8, 16, 32, ...), got {max_splits!r}")
-        _check_int("eval_batch_size", eval_batch_size, 1)
-        _check_int("points_per_pass", points_per_pass, 1)
-        _check_int("seed", seed, 0)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        check_int("points_per_pass", points_per_pass, 1)
+        check_int("seed", seed, 0)
         ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)
         if not ok or threshold <= 0:
             raise ValueError(f"threshold must be a finite number > 0 (loss units), got {threshold!r}")

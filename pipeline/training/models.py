@@ -15,18 +15,13 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+from pipeline.training.arguments import check_int
 
 
 def _check_shape_args(in_channels: object, num_classes: object, image_size: object) -> None:
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("image_size", image_size)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    check_int("in_channels", in_channels, 1)
+    check_int("image_size", image_size, 1)
+    check_int("num_classes", num_classes, 2)
 
 
 def _out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, ceil_mode: bool = False) -> int:
@@ -89,7 +84,7 @@ class WithinChannelLRN(nn.Module):
 
     def __init__(self, local_size: int = 3, alpha: float = 5e-5, beta: float = 0.75) -> None:
         super().__init__()
-        if _check_positive_int("local_size", local_size) % 2 == 0:
+        if check_int("local_size", local_size, 1) % 2 == 0:
             raise ValueError(f"local_size must be odd (Caffe requires it), got {local_size}")
         self.local_size, self.alpha, self.beta = local_size, alpha, beta
 

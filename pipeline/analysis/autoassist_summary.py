@@ -20,13 +20,11 @@ import math
 
 import pandas as pd
 
+from pipeline.analysis.scoring import target_label
+
 NO_SAMPLER = "none"
 COSTS = ("samples", "steps", "seconds")
 OPTIONAL_KEYS = ("dataset", "model")
-
-
-def _label(target: float) -> str:
-    return f"{target:g}"
 
 
 def _column(runs: pd.DataFrame, name: str) -> pd.Series:
@@ -48,7 +46,7 @@ def autoassist_comparison(runs: pd.DataFrame, target: float) -> pd.DataFrame:
     for column in ("policy", "seed"):
         if column not in runs:
             raise ValueError(f"runs table lacks the {column!r} column")
-    label = _label(target)
+    label = target_label(target)
     frame = pd.DataFrame({"policy": runs["policy"].astype(str), "seed": runs["seed"]}, index=runs.index)
     keys = [k for k in OPTIONAL_KEYS if k in runs] + ["policy", "sampler"]
     for key in OPTIONAL_KEYS:

@@ -89,6 +89,13 @@ def _adopt_environment(env: dict) -> None:
         os.environ["OMP_NUM_THREADS"] = threads
 
 
+def _enter_sweep(singleton_state, env: dict) -> None:
+    """Give a worker the launcher's state before it runs a job: environment, Hydra's resolvers and singletons."""
+    _adopt_environment(env)
+    setup_globals()
+    Singleton.set_state(singleton_state)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -116,9 +123,7 @@ def _run(hydra_context, task_function, sweep_config: DictConfig) -> JobReturn:
 
 def _execute(payload: bytes) -> bytes:
     idx, overrides, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
-    _adopt_environment(env)
-    setup_globals()
-    Singleton.set_state(singleton_state)
+    _enter_sweep(singleton_state, env)
     return cloudpickle.dumps(_run(hydra_context, task_function, _sweep_config(hydra_context, config, overrides, idx)))
 
 
@@ -127,9 +132,7 @@ def _execute_pack(payload: bytes) -> bytes:
     its own Hydra job (output folder, JobReturn) that returns what the pack recorded for it. A job the pack could
     not take runs on its own, as in _execute."""
     jobs, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
-    _adopt_environment(env)
-    setup_globals()
-    Singleton.set_state(singleton_state)
+    _enter_sweep(singleton_state, env)
     from pipeline.training.packed import replay, train_sweep_pack
 
     configs = [_sweep_config(hydra_context, config, overrides, idx) for idx, overrides in jobs]

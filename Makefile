@@ -58,7 +58,7 @@ test: install ## run the whole test suite (slow end-to-end tests included)
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install ## the benchmark suite with its targets (~35 min on 2 cores); writes BENCHMARKS.md and bench/results/
+bench: install ## the benchmark suite with its targets (~36 min on 2 cores); writes BENCHMARKS.md and bench/results/
 	$(BIN)/python benchmarks/lca_overhead.py
 	-$(BIN)/python benchmarks/packed.py
 	$(BIN)/python benchmarks/suite.py

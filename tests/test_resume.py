@@ -75,7 +75,11 @@ def test_interrupted_run_is_marked_killed_never_left_running(tmp_path, store_uri
     proc = _start(args, tmp_path)
     run_id = _wait_for_steps(store_uri, f"sig{int(sig)}", 30, proc)
     proc.send_signal(sig)
-    proc.wait(timeout=120)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the job did not stop within 120 s of signal {int(sig)}:\n{proc.stdout.read()[-3000:]}")
     assert proc.returncode != 0
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.info.status == "KILLED"

@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
+from pipeline.tracking import interrupts
+
 # MLflow's per-request limits for log_batch.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
@@ -80,8 +82,12 @@ class RunRecorder:
         try:
             while self._buffer:
                 chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-                self._with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True))
-                del self._buffer[: len(chunk)]
+
+                def send():  # sent and dropped from the buffer together: an interrupt cannot fall in between
+                    self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+                    del self._buffer[: len(chunk)]
+
+                self._with_retries(send)
             self._flush_at = self.flush_every
         except Exception as exc:  # noqa: BLE001
             if final:
@@ -126,6 +132,11 @@ class RunRecorder:
         self.failure, self.error = failure, error
 
     def finish(self, status: str, failure: str | None = None, error: str | None = None) -> None:
+        """End the run with ``status``; a signal that arrives meanwhile waits until the run has ended."""
+        with interrupts.deferred():
+            self._finish(status, failure, error)
+
+    def _finish(self, status: str, failure: str | None, error: str | None) -> None:
         failure = failure or self.failure
         error = error or self.error
         if failure and status == "FINISHED":
@@ -151,7 +162,8 @@ class RunRecorder:
     def _with_retries(self, call):
         for attempt in range(self.retries + 1):
             try:
-                return call()
+                with interrupts.deferred():  # never stop inside a store write (see interrupts.py)
+                    return call()
             except Exception:  # noqa: BLE001 - MLflow raises many types for transient faults
                 if attempt == self.retries:
                     raise
@@ -172,12 +184,13 @@ def open_run(
     The run ends FINISHED, FAILED or KILLED however the block exits: an interrupt (Ctrl-C, SIGTERM, which Lightning
     turns into ``SystemExit``) ends it KILLED, any other exception FAILED with the error.
     """
-    if resume_run_id:
-        mlflow_client.update_run(resume_run_id, status="RUNNING")
-        run_id = resume_run_id
-    else:
-        tag_values = {k: str(v) for k, v in tags.items() if v is not None}
-        run_id = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tag_values).info.run_id
+    with interrupts.deferred():
+        if resume_run_id:
+            mlflow_client.update_run(resume_run_id, status="RUNNING")
+            run_id = resume_run_id
+        else:
+            tag_values = {k: str(v) for k, v in tags.items() if v is not None}
+            run_id = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tag_values).info.run_id
     recorder = RunRecorder(mlflow_client, run_id, flush_every=flush_every)
     try:
         yield recorder

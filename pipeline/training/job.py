@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import warnings
@@ -32,7 +31,7 @@ from pipeline.training.distributed import (
     relaunch_only_this_job,
     process_group_scope,
 )
-from pipeline.tracking import store
+from pipeline.tracking import interrupts, store
 from pipeline.tracking.recorder import flatten, open_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -137,20 +136,6 @@ def job_lock(path: Path):
             yield
         finally:
             path.unlink(missing_ok=True)
-
-
-@contextmanager
-def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt for the duration of a run, so the run ends KILLED, not RUNNING."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
@@ -318,7 +303,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     if cfg.trainer.strategy.startswith("ddp"):
         relaunch_only_this_job()
     with process_group_scope():
-        with job_lock(checkpoint_dir.with_suffix(".lock")) if rank == 0 else nullcontext(), sigterm_as_interrupt():
+        lock = job_lock(checkpoint_dir.with_suffix(".lock")) if rank == 0 else nullcontext()
+        with lock, interrupts.signals_as_interrupt():
             if rank == 0:
                 client = store.client(uri)
                 resume_id = find_resumable_run(client, experiment_id, key) if checkpoint.exists() else None

@@ -52,7 +52,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.checks import ConfigError, check
-from pipeline.tracking import store
+from pipeline.tracking import interrupts, store
 from pipeline.tracking.recorder import open_run
 from pipeline.training.job import (
     JobResult,
@@ -64,7 +64,6 @@ from pipeline.training.job import (
     run_key,
     run_name,
     run_tags,
-    sigterm_as_interrupt,
 )
 
 log = logging.getLogger(__name__)
@@ -518,7 +517,7 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
     with ExitStack() as stack:
         for config, cfg in zip(configs, cfgs):  # the same job cannot run twice at once, packed or not
             stack.enter_context(job_lock(job_checkpoint_dir(cfg, run_key(config)).with_suffix(".lock")))
-        stack.enter_context(sigterm_as_interrupt())
+        stack.enter_context(interrupts.signals_as_interrupt())
         client = store.client(uri)
         copies = []
         for cfg, job, training, config in zip(cfgs, jobs, trainings, configs):

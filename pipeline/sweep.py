@@ -9,7 +9,6 @@ exits with the number of failed jobs.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Any
@@ -17,27 +16,26 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.tracking import store
+from pipeline.tracking import store, sweeps
 from pipeline.tracking.recorder import open_run
-from pipeline.training.job import PARENT_RUN_ENV, JobResult
 
 # Exit codes above 125 mean "killed by a signal" to shells, so the failed-job count is capped there.
 MAX_EXIT_CODE = 125
 
 
-def record_job_failure(cfg: DictConfig, exc: BaseException, failure: str) -> JobResult:
+def record_job_failure(cfg: DictConfig, exc: BaseException, failure: str):
     """Record a sweep job that failed before its run could start (e.g. a bad value) as a FAILED child run."""
     from pipeline.config.checks import group_choices
+    from pipeline.training.identity import base_tags, run_name
+    from pipeline.training.job import JobResult
 
-    uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))
-    experiment_id = store.prepare(uri, str(OmegaConf.select(cfg, "tracking.experiment")))
-    choices = group_choices(cfg)
-    tags: dict[str, Any] = {group: option for group, option in choices.items() if group not in ("trainer", "tracking")}
-    tags.setdefault("policy", "fix")
-    tags.update(seed=str(OmegaConf.select(cfg, "seed")), kind="train", **{"mlflow.parentRunId": os.environ.get(PARENT_RUN_ENV)})
-    name = f"{tags['policy']}-{tags.get('model')}-{tags.get('dataset')}-s{tags['seed']}"
+    seed = OmegaConf.select(cfg, "seed")
+    tags = base_tags(group_choices(cfg), seed)
     try:
-        with open_run(store.client(uri), experiment_id, name, tags) as recorder:
+        uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))
+        experiment_id = store.prepare(uri, str(OmegaConf.select(cfg, "tracking.experiment")))
+        with open_run(uri, experiment_id, run_name(tags, seed), tags,
+                      parent_run_id=sweeps.current_parent()) as recorder:
             recorder.fail(failure, str(exc))
             run_id = recorder.run_id
     except Exception:  # noqa: BLE001 - the job's own error is the one to report
@@ -68,29 +66,14 @@ class SweepTracking(Callback):
         study = OmegaConf.select(config, "study", default=None)
         tags = {"kind": "sweep", "sweep.overrides": " ".join(overrides), "study": study}
         name = f"sweep-{study}" if study else "sweep-" + "-".join(o.split("=")[0].lstrip("+") for o in overrides)[:80]
-        client = store.client(self.uri)
-        run = client.create_run(experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items() if v})
-        self.parent_run_id = run.info.run_id
-        # Jobs (in this process or in workers started after this point) read these.
-        os.environ[PARENT_RUN_ENV] = self.parent_run_id
-        os.environ["MLFLOW_TRACKING_URI"] = self.uri
+        self.parent_run_id = sweeps.start_parent(self.uri, experiment_id, name, tags)
         print(f"sweep parent run {self.parent_run_id} in experiment {experiment!r} ({self.uri})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_run_id is None:
             return
-        client = store.client(self.uri)
-        parent = client.get_run(self.parent_run_id)
-        children = client.search_runs(
-            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
-        )
-        statuses = [run.info.status for run in children]
-        failed = sum(status != "FINISHED" for status in statuses)
-        client.set_tag(self.parent_run_id, "sweep.jobs", str(len(statuses)))
-        client.set_tag(self.parent_run_id, "sweep.failed", str(failed))
-        client.set_terminated(self.parent_run_id, status="FINISHED" if failed == 0 and statuses else "FAILED")
-        os.environ.pop(PARENT_RUN_ENV, None)
-        print(f"sweep {self.parent_run_id}: {len(statuses) - failed} of {len(statuses)} jobs finished, "
+        jobs, failed = sweeps.end_parent(self.uri, self.parent_run_id)
+        print(f"sweep {self.parent_run_id}: {jobs - failed} of {jobs} jobs finished, "
               f"{failed} failed", flush=True)
         if failed:
             sys.exit(min(failed, MAX_EXIT_CODE))

@@ -24,7 +24,7 @@ def test_every_option_of_every_group_composes_and_builds(group, option):
     prefix = "+" if group in APPENDED else ""
     cfg = compose_job(f"{prefix}{group}={option}", *([] if group == "dataset" else ["dataset=synthetic"]))
     job = check(cfg)
-    assert max(job.policy(t) for t in range(0, 2000, 100)) > 0  # a warm-up may start at 0
+    assert max(job.policy.for_budget(2000)(t) for t in range(0, 2000, 100)) > 0  # a warm-up may start at 0
     net = job.model(in_channels=job.dataset.in_channels, num_classes=job.dataset.num_classes,
                     image_size=job.dataset.image_size)
     assert sum(p.numel() for p in net.parameters()) > 0
@@ -34,7 +34,7 @@ def test_every_option_of_every_group_composes_and_builds(group, option):
 
 def test_without_a_policy_the_optimizer_lr_is_recorded_as_fix():
     job = check(compose_job(*TINY, "optimizer.lr=0.03"))
-    assert job.policy_name == "fix" and job.policy(0) == job.policy(999) == 0.03
+    assert job.policy_name == "fix" and job.policy.base(0) == job.policy.base(999) == 0.03
 
 
 @pytest.mark.parametrize(

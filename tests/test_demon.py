@@ -303,7 +303,7 @@ def test_adagrad_error_says_which_optimizers_have_momentum():
 def test_demon_methods_compose_to_a_constant_lr_with_demon_momentum(method, optimizer):
     job = check(compose_job(*TINY, f"+method={method}"))
     assert job.choices["optimizer"] == optimizer and job.choices["momentum"] == "demon"
-    assert job.policy_name == "fix" and job.policy(0) == job.policy(999)
+    assert job.policy_name == "fix" and job.policy.base(0) == job.policy.base(999)
     assert isinstance(job.momentum, Demon)
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import TINY, compose_job
 from pipeline.config.checks import check
-from pipeline.training.job import build_training, use_channels_last
+from pipeline.training.assemble import build_training, use_channels_last
 from pipeline.training.models import MLP, LeNet5
 from pipeline.training.module import PolicyClassifier
 
@@ -25,7 +25,7 @@ def conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
 )
 def test_the_job_lays_out_its_net_as_trainer_memory_format_says(memory_format, model, expected):
     cfg = compose_job(*TINY, "+policy=fix", f"model={model}", f"trainer.memory_format={memory_format}")
-    training = build_training(cfg, check(cfg))
+    training = build_training(check(cfg))
     assert training.module.channels_last is expected
     weights = conv_weights(training.module.net)
     assert weights or model == "mlp"

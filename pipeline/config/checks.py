@@ -1,5 +1,6 @@
 """Check a composed job config and build its parts, before any data is loaded or any run is created.
 
+:func:`check` returns a complete, typed :class:`~pipeline.config.schema.Job`; nothing downstream reads the raw config.
 Every error is a :class:`ConfigError` whose message names the key (``policy.l``, ``trainer.max_steps``), the bad
 value and what is accepted. Hydra already rejects unknown keys and unknown group options (listing the choices);
 this module checks types, ranges and the arguments of the objects the groups build.
@@ -7,68 +8,58 @@ this module checks types, ranges and the arguments of the objects the groups bui
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Callable
+import difflib
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config.schema import LIGHTNING_TRAINER, Job, RunSettings, TrackingSettings, TrainerSettings
+from pipeline.training.arguments import check_choice, check_int, check_number
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 GROUPS = ("model", "dataset", "optimizer", "policy", "warmup", "momentum", "analysis", "sampler", "trainer", "tracking")
+# Keys of the ``trainer`` group that are the project's own run settings; every other key is an argument of
+# Lightning's Trainer (users may add any with ``+trainer.<argument>=``).
+RUN_KEYS = ("targets", "eval_every_steps", "divergence_factor", "checkpoint_every_steps", "checkpoint_dir",
+            "memory_format", "num_threads", "pack", "progress")
+# Lightning arguments the pipeline sets itself (from the run settings, or fixed by how a run is recorded).
+MANAGED_TRAINER_ARGS = ("callbacks", "logger", "enable_checkpointing", "enable_progress_bar", "val_check_interval",
+                        "check_val_every_n_epoch", "num_sanity_val_steps", "use_distributed_sampler",
+                        "enable_model_summary")
+# The largest seed Lightning's seed_everything accepts (numpy's limit).
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the accepted values."""
 
 
-@dataclass(frozen=True)
-class Job:
-    """A checked job: the built policy and factories for the rest, plus the tags that describe it."""
+def _select(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key)
 
-    policy: Any
-    policy_name: str
-    optimizer: Callable
-    model: Callable
-    dataset: Any
-    choices: dict[str, str]
-    max_steps: int
-    max_epochs: int
-    # Opt-in Lightning callbacks (e.g. +analysis=lca), each a factory called with the run's recorder.
-    callbacks: tuple = ()
-    # Momentum policy t -> momentum (momentum=demon), None for the optimizer's constant momentum (momentum=none).
-    # A Demon is unbound here: its T is the run's number of optimizer steps, bound by the job.
-    momentum: Any = None
-    # Opt-in data policy (+sampler=autoassist): a factory called with the loaded data module and the run's recorder;
-    # it returns a Lightning callback whose ``datamodule`` the job trains with.
-    sampler: Any = None
+
+def _checked(rule, key: str, *args, **kwargs):
+    """Apply one of the shared value checks (:mod:`pipeline.training.arguments`) to a config key."""
+    try:
+        return rule(key, *args, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _int(cfg: DictConfig, key: str, low: int, allowed: tuple[int, ...] = ()) -> int:
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, int) or (value < low and value not in allowed):
-        extra = f" (or {', '.join(map(str, allowed))})" if allowed else ""
-        raise ConfigError(f"{key} must be an integer >= {low}{extra}, got {value!r}")
-    return value
+    return _checked(check_int, key, _select(cfg, key), low, allowed=allowed)
 
 
-def _float(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_open: bool = False) -> float:
-    value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ConfigError(f"{key} must be a number in {bounds}, got {value!r}")
-    return float(value)
+def _float(cfg: DictConfig, key: str, low: float, high: float = float("inf"), low_open: bool = False) -> float:
+    return _checked(check_number, key, _select(cfg, key), low, high, low_open=low_open)
 
 
 def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
-    value = OmegaConf.select(cfg, key)
-    if str(value) not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
+    return _checked(check_choice, key, _select(cfg, key), choices)
 
 
 def _instantiate(node: DictConfig, key: str) -> Any:
@@ -96,74 +87,133 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
     return {g: str(choices[g]) for g in GROUPS if choices.get(g) is not None}
 
 
-def check_trainer(cfg: DictConfig) -> tuple[int, int]:
-    """Check the ``trainer`` group; return the budget as (max_steps, max_epochs)."""
-    max_steps = _int(cfg, "trainer.max_steps", 1, allowed=(-1,))
-    max_epochs = _int(cfg, "trainer.max_epochs", 1) if max_steps == -1 else -1
+def job_config(cfg: DictConfig) -> dict:
+    """The resolved job config without Hydra's own node: what the run's params and config artifact hold."""
+    job_only = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(job_only, resolve=True)
+
+
+# -- trainer ------------------------------------------------------------------------------------------------------
+
+
+def _lightning_arguments() -> set[str]:
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    return {name for name in inspect.signature(Trainer.__init__).parameters if name != "self"}
+
+
+def check_run_settings(cfg: DictConfig) -> RunSettings:
+    """The project's own settings in the ``trainer`` group."""
     _int(cfg, "trainer.eval_every_steps", 1)
-    _int(cfg, "trainer.accumulate_grad_batches", 1)
     _int(cfg, "trainer.num_threads", 0)
     _int(cfg, "trainer.checkpoint_every_steps", 0)
-    pack = OmegaConf.select(cfg, "trainer.pack", default=1)
+    pack = _select(cfg, "trainer.pack")
     if pack != "auto" and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
         raise ConfigError(f"trainer.pack must be an integer >= 1 (jobs per pack, 1 = off) or auto, got {pack!r}")
-    folder = OmegaConf.select(cfg, "trainer.checkpoint_dir")
+    folder = _select(cfg, "trainer.checkpoint_dir")
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")
-    _float(cfg, "trainer.divergence_factor", 1.0, low_open=True)
-    targets = OmegaConf.select(cfg, "trainer.targets")
+    targets = _select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
         raise ConfigError(f"trainer.targets must be a list of accuracies in (0, 1], got {targets!r}")
     for i, target in enumerate(targets):
         ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1
         if not ok:
             raise ConfigError(f"trainer.targets[{i}] must be an accuracy in (0, 1], got {target!r}")
+    progress = _select(cfg, "trainer.progress")
+    if not isinstance(progress, bool):
+        raise ConfigError(f"trainer.progress must be true or false, got {progress!r}")
+    return RunSettings(
+        targets=tuple(float(t) for t in targets),
+        eval_every_steps=cfg.trainer.eval_every_steps,
+        divergence_factor=_float(cfg, "trainer.divergence_factor", 1.0, low_open=True),
+        checkpoint_every_steps=cfg.trainer.checkpoint_every_steps,
+        checkpoint_dir=Path(folder).resolve(),
+        memory_format=_choice(cfg, "trainer.memory_format", MEMORY_FORMATS),
+        num_threads=cfg.trainer.num_threads,
+        pack=pack,
+        progress=progress,
+    )
+
+
+def check_trainer(cfg: DictConfig) -> TrainerSettings:
+    """Lightning's arguments in the ``trainer`` group, as the node its Trainer is instantiated from."""
+    max_steps = _int(cfg, "trainer.max_steps", 1, allowed=(-1,))
+    max_epochs = _int(cfg, "trainer.max_epochs", 1) if max_steps == -1 else -1
+    _int(cfg, "trainer.accumulate_grad_batches", 1)
     _choice(cfg, "trainer.accelerator", ACCELERATORS)
     _choice(cfg, "trainer.strategy", STRATEGIES)
     _choice(cfg, "trainer.precision", PRECISIONS)
-    _choice(cfg, "trainer.memory_format", MEMORY_FORMATS)
     _int(cfg, "trainer.num_nodes", 1)
-    devices = OmegaConf.select(cfg, "trainer.devices")
-    if devices != "auto":
+    if _select(cfg, "trainer.devices") != "auto":
         _int(cfg, "trainer.devices", 1)
-    return max_steps, max_epochs
+    node = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items() if k not in RUN_KEYS}
+    node.update(max_steps=max_steps, max_epochs=max_epochs)
+    known = _lightning_arguments()
+    for key in node:
+        if key in MANAGED_TRAINER_ARGS:
+            raise ConfigError(f"trainer.{key} is set by the pipeline (from its run settings); remove it")
+        if key not in known:
+            nearest = difflib.get_close_matches(key, sorted(known | set(RUN_KEYS)), n=1)
+            hint = f"; did you mean trainer.{nearest[0]}?" if nearest else ""
+            raise ConfigError(f"trainer.{key} is neither a run setting nor an argument of Lightning's Trainer{hint}")
+    t = cfg.trainer
+    return TrainerSettings(
+        node={"_target_": LIGHTNING_TRAINER, **node}, max_steps=max_steps, max_epochs=max_epochs,
+        accumulate_grad_batches=t.accumulate_grad_batches, accelerator=str(t.accelerator), devices=t.devices,
+        num_nodes=t.num_nodes, strategy=str(t.strategy), precision=str(t.precision),
+    )
 
 
-def check_tracking(cfg: DictConfig) -> None:
-    experiment = OmegaConf.select(cfg, "tracking.experiment")
+def check_tracking(cfg: DictConfig) -> TrackingSettings:
+    from pipeline.tracking.store import TrackingError, resolve_uri
+
+    experiment = _select(cfg, "tracking.experiment")
     if not isinstance(experiment, str) or not experiment.strip():
         raise ConfigError(f"tracking.experiment must be a non-empty name, got {experiment!r}")
-    uri = OmegaConf.select(cfg, "tracking.uri")
+    uri = _select(cfg, "tracking.uri")
     if uri is not None and not isinstance(uri, str):
         raise ConfigError(f"tracking.uri must be a URI string or null, got {uri!r}")
-    _int(cfg, "tracking.flush_every", 1)
+    try:
+        resolved = resolve_uri(uri)
+    except TrackingError as exc:
+        raise ConfigError(str(exc)) from None
+    return TrackingSettings(resolved, experiment, _int(cfg, "tracking.flush_every", 1))
 
 
-def build_policy(cfg: DictConfig, optimizer_lr: float) -> tuple[Any, str]:
-    """The job's LR policy (with warm-up and k scaling if chosen) and its name for tags.
+# -- policies -----------------------------------------------------------------------------------------------------
 
-    Stretching the clock to the budget (``schedule.horizon_steps``) needs the number of steps, known only once the
-    data is loaded; the job applies it.
-    """
-    from pipeline.policies import Fix, Scaled, Warmup
 
-    choices = group_choices(cfg)
+def check_policy(cfg: DictConfig, optimizer_lr: float):
+    """The job's policy chain (:class:`~pipeline.policies.build.PolicyChain`) and its name for tags."""
+    from pipeline.policies import Fix
+    from pipeline.policies.build import PolicyChain
+
     if cfg.get("policy") is None:
-        policy, name = Fix(k0=optimizer_lr), "fix"
+        base, name = Fix(k0=optimizer_lr), "fix"
     else:
-        policy, name = _instantiate(cfg.policy, "policy"), choices.get("policy", "custom")
-    if cfg.get("warmup") is not None:
-        try:
-            policy = Warmup(policy, **OmegaConf.to_container(cfg.warmup))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"warmup.{exc}") from exc
+        base, name = _instantiate(cfg.policy, "policy"), group_choices(cfg).get("policy", "custom")
     k_scale = _float(cfg, "schedule.k_scale", 0.0, low_open=True)
-    if k_scale != 1.0:
-        policy = Scaled(policy, k_scale)
-    return policy, name
+    horizon = _select(cfg, "schedule.horizon_steps")
+    if horizon is not None:
+        _int(cfg, "schedule.horizon_steps", 1)
+    warmup = OmegaConf.to_container(cfg.warmup, resolve=True) if cfg.get("warmup") is not None else None
+    if warmup is not None:
+        unknown = sorted(set(warmup) - {"warmup_steps", "start_lr"})
+        if unknown or "warmup_steps" not in warmup:
+            raise ConfigError(f"warmup: a warm-up has warmup_steps (optimizer steps) and start_lr (learning rate); "
+                              f"got keys {sorted(warmup)}")
+    try:
+        chain = PolicyChain(base, warmup and warmup["warmup_steps"], (warmup or {}).get("start_lr", 0.0), k_scale,
+                            horizon)
+    except ValueError as exc:
+        raise ConfigError(f"warmup.{exc}") from exc
+    return chain, name
 
 
-def build_momentum(cfg: DictConfig, optimizer: Any) -> Any:
+def check_momentum(cfg: DictConfig, optimizer: Any) -> Any:
     """The job's momentum policy; None for ``momentum=none`` (an empty node) or no node: the optimizer's constant
     momentum. ``optimizer`` is one built on a dummy parameter: a policy needs its ``momentum`` or ``betas``."""
     node = cfg.get("momentum")
@@ -184,17 +234,23 @@ def build_momentum(cfg: DictConfig, optimizer: Any) -> Any:
     return policy
 
 
+# -- the job ------------------------------------------------------------------------------------------------------
+
+
 def check(cfg: DictConfig) -> Job:
     """Check every group of a composed job and build what can be built without data; raise ConfigError."""
     import torch
 
-    seed = OmegaConf.select(cfg, "seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    max_steps, max_epochs = check_trainer(cfg)
-    check_tracking(cfg)
-    if OmegaConf.select(cfg, "schedule.horizon_steps") is not None:
-        _int(cfg, "schedule.horizon_steps", 1)
+    seed = _checked(check_int, "seed", _select(cfg, "seed"), 0, MAX_SEED)
+    run_name = _select(cfg, "run_name")
+    if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
+        raise ConfigError(f"run_name must be a non-empty name or null, got {run_name!r}")
+    study = _select(cfg, "study")
+    if study is not None and not isinstance(study, str):
+        raise ConfigError(f"study must be a name or null, got {study!r}")
+    trainer = check_trainer(cfg)
+    run = check_run_settings(cfg)
+    tracking = check_tracking(cfg)
 
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, momentum... when the optimizer is built: build one on a dummy parameter
@@ -202,8 +258,8 @@ def check(cfg: DictConfig) -> Job:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"optimizer: {exc}") from exc
     lr = float(OmegaConf.select(cfg, "optimizer.lr", default=0.0) or 0.0)
-    policy, policy_name = build_policy(cfg, lr)
-    momentum = build_momentum(cfg, probe)
+    policy, policy_name = check_policy(cfg, lr)
+    momentum = check_momentum(cfg, probe)
 
     model = _instantiate(cfg.model, "model")
     dataset = _instantiate(cfg.dataset, "dataset")
@@ -222,5 +278,6 @@ def check(cfg: DictConfig) -> Job:
 
     choices = group_choices(cfg)
     choices["policy"] = policy_name
-    return Job(policy, policy_name, optimizer, model, dataset, choices, max_steps, max_epochs, callbacks,
-               momentum=momentum, sampler=sampler)
+    return Job(config=job_config(cfg), choices=choices, seed=seed, run_name=run_name, study=study, policy=policy,
+               optimizer=optimizer, model=model, dataset=dataset, trainer=trainer, run=run, tracking=tracking,
+               momentum=momentum, callbacks=callbacks, sampler=sampler)

@@ -172,18 +172,28 @@ class RunRecorder:
 
 @contextmanager
 def open_run(
-    mlflow_client,
+    store_or_client,
     experiment_id: str,
     run_name: str,
     tags: Mapping[str, Any],
     flush_every: int = 500,
     resume_run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[RunRecorder]:
-    """Create a run (or reopen ``resume_run_id``) and yield its recorder.
+    """Create a run (or reopen ``resume_run_id``) in the store at a tracking URI (or through an MlflowClient) and
+    yield its recorder; ``parent_run_id`` nests it under a sweep's parent run.
 
     The run ends FINISHED, FAILED or KILLED however the block exits: an interrupt (Ctrl-C, SIGTERM, which Lightning
     turns into ``SystemExit``) ends it KILLED, any other exception FAILED with the error.
     """
+    if isinstance(store_or_client, str):
+        from pipeline.tracking.store import client
+
+        mlflow_client = client(store_or_client)
+    else:
+        mlflow_client = store_or_client
+    if parent_run_id:
+        tags = {**tags, "mlflow.parentRunId": parent_run_id}
     with interrupts.deferred():
         if resume_run_id:
             mlflow_client.update_run(resume_run_id, status="RUNNING")

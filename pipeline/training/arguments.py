@@ -1,4 +1,4 @@
-"""Argument checks shared by the training components (data, models, LCA, AutoAssist).
+"""The one set of value checks: config keys, data sets, models, LCA and AutoAssist all check their arguments here.
 
 A bad value raises ``ValueError`` whose message names the argument, what is accepted and the value; the config
 stage (``pipeline/config/checks.py``) prefixes it with the config group, so the user sees the key.
@@ -10,14 +10,17 @@ import math
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None, *, optional: bool = False,
-              context: str = "") -> int | None:
-    """``value`` if it is an integer in ``[low, high]`` (or None when ``optional``); else ValueError."""
+              context: str = "", allowed: tuple[int, ...] = ()) -> int | None:
+    """``value`` if it is an integer in ``[low, high]`` or one of ``allowed`` (or None when ``optional``); else
+    ValueError."""
     if optional and value is None:
         return None
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    ok = isinstance(value, int) and not isinstance(value, bool) and (
+        value in allowed or (value >= low and (high is None or value <= high)))
     if not ok:
         accepted = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-        raise ValueError(f"{name} must be {accepted}{' or None' if optional else ''}{context}, got {value!r}")
+        extra = f" (or {', '.join(map(str, allowed))})" if allowed else ""
+        raise ValueError(f"{name} must be {accepted}{extra}{' or None' if optional else ''}{context}, got {value!r}")
     return value
 
 
@@ -30,3 +33,10 @@ def check_number(name: str, value: object, low: float, high: float = math.inf, *
         bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
     return float(value)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` as a string if it is one of ``choices``; else ValueError listing them."""
+    if str(value) not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)

@@ -1,0 +1,93 @@
+"""The checked job: what :func:`pipeline.config.checks.check` returns and everything downstream reads.
+
+After ``check()`` nothing reads the raw Hydra config: the training stage, the sweep and the packing code take a
+:class:`Job`. Its parts are typed values (settings) or factories that still need the data's shapes or the run's
+recorder (model, data set, opt-in callbacks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+# Lightning's Trainer is built from this node (``hydra.utils.instantiate``), the lightning-hydra-template way.
+LIGHTNING_TRAINER = "lightning.pytorch.Trainer"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The project's own run settings (they sit in the ``trainer`` group for the command line, but Lightning's
+    Trainer never sees them)."""
+
+    targets: tuple[float, ...]     # validation accuracies whose first-reach step and seconds the summary records
+    eval_every_steps: int          # optimizer steps between evaluations
+    divergence_factor: float       # train loss above this x the first loss (or non-finite) = diverged
+    checkpoint_every_steps: int    # 0 = no checkpoints (a killed run then starts over)
+    checkpoint_dir: Path           # absolute; one folder per job key
+    memory_format: str             # auto | channels_last | contiguous
+    num_threads: int               # torch intra-op threads; 0 = torch's default
+    pack: int | str                # jobs per pack (1 = off) or auto
+    progress: bool                 # per-run progress bar
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Lightning's own Trainer arguments: ``node`` is instantiated as Lightning's Trainer (with the pipeline's
+    callbacks); the fields below are the ones the pipeline itself needs to know."""
+
+    node: dict                     # {"_target_": LIGHTNING_TRAINER, max_steps, max_epochs, accelerator, ...}
+    max_steps: int                 # -1: budget in epochs
+    max_epochs: int                # -1: budget in steps
+    accumulate_grad_batches: int
+    accelerator: str
+    devices: int | str
+    num_nodes: int
+    strategy: str
+    precision: str
+
+    @property
+    def devices_per_node(self) -> int:
+        """Processes per machine (``auto`` counts as 1 until Lightning resolves it)."""
+        return self.devices if isinstance(self.devices, int) else 1
+
+    @property
+    def world_size(self) -> int:
+        return self.devices_per_node * self.num_nodes
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    uri: str                       # resolved, absolute for SQLite
+    experiment: str
+    flush_every: int               # buffered metric values per batched write
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked job: settings as typed values, built parts, factories for what needs data or a recorder."""
+
+    config: dict                   # the resolved job config (without Hydra's node): params, config artifact, run key
+    choices: dict[str, str]        # Hydra's choice per config group (policy: the policy's name; "fix" without one)
+    seed: int
+    run_name: str | None           # null: <policy>-<model>-<dataset>-s<seed>
+    study: str | None
+    policy: Any                    # pipeline.policies.build.PolicyChain: fixed to the budget once it is known
+    optimizer: Callable            # partial: params -> torch optimizer
+    model: Callable                # partial: (in_channels, num_classes, image_size) -> nn.Module
+    dataset: Any                   # a LightningDataModule, not yet set up
+    trainer: TrainerSettings
+    run: RunSettings
+    tracking: TrackingSettings
+    # Momentum policy t -> momentum (momentum=demon), None for the optimizer's constant momentum (momentum=none).
+    # A Demon is unbound here: its T is the run's number of optimizer steps, bound by the job.
+    momentum: Any = None
+    # Opt-in Lightning callbacks (e.g. +analysis=lca), each a factory called with the run's recorder.
+    callbacks: tuple = ()
+    # Opt-in data policy (+sampler=autoassist): a factory called with the loaded data module and the run's recorder;
+    # it returns a Lightning callback whose ``datamodule`` the job trains with.
+    sampler: Any = None
+
+    @property
+    def policy_name(self) -> str:
+        return self.choices["policy"]

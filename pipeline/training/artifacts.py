@@ -1,0 +1,38 @@
+"""What every run records when it starts: its params (the resolved config, and the exact policy as a loadable
+spec), the config as YAML and a plot of its LR curve."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pipeline.tracking.recorder import flatten
+
+
+def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.policies import curve
+
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    ax.plot(range(steps), curve(policy, steps), lw=1.2)
+    ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def record_setup(recorder, config: dict, policy, total_steps: int, title: str) -> None:
+    """Params and the artifacts every run carries from its start: the resolved config and its LR curve."""
+    recorder.params(flatten(config))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
+        lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", title)
+        recorder.artifact(str(Path(tmp) / "config.yaml"))
+        recorder.artifact(str(Path(tmp) / "lr_curve.png"))

@@ -1,0 +1,64 @@
+"""Who a run is: its key (the same command resumes the same run), its name and its tags. One place for each, used
+by separate runs, packed runs and the sweep's record of a job that could not start."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Groups whose choice is not a tag: their settings are params, and every run has them.
+UNTAGGED_GROUPS = ("trainer", "tracking")
+# Display-only settings: changing them does not make a different job (a re-run with them changed still resumes).
+VOLATILE_KEYS = {("trainer", "progress")}
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_key(config: Mapping) -> str:
+    """The identity of a job: the same command (same resolved config) gives the same key, so a re-run resumes."""
+    stable = {group: ({k: v for k, v in value.items() if (group, k) not in VOLATILE_KEYS}
+                      if isinstance(value, dict) else value) for group, value in config.items()}
+    return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(choices: Mapping[str, str], seed: object, name: str | None = None) -> str:
+    """``name`` if given (``run_name=``), else ``<policy>-<model>-<dataset>-s<seed>``."""
+    return name or f"{choices.get('policy', 'fix')}-{choices.get('model')}-{choices.get('dataset')}-s{seed}"
+
+
+def base_tags(choices: Mapping[str, str], seed: object) -> dict[str, str]:
+    """The tags every training run has, even one that could not start: its group choices, seed and kind."""
+    tags = {group: option for group, option in choices.items() if group not in UNTAGGED_GROUPS}
+    tags.setdefault("policy", "fix")
+    tags.update(seed=str(seed), kind="train")
+    return tags
+
+
+def run_tags(job, policy, momentum, key: str) -> dict[str, str]:
+    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key."""
+    tags = base_tags(job.choices, job.seed)
+    tags.update(
+        git_commit=git_commit(),
+        policy_spec=policy.lrbench_string(),
+        k_scale=f"{job.policy.k_scale:g}",
+        run_key=key,
+    )
+    if momentum is not None:
+        tags["momentum_spec"] = momentum.describe()
+    if job.study:
+        tags["study"] = str(job.study)
+    return tags

@@ -3,14 +3,21 @@
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import CONF, TINY, compose_job
 from pipeline.config.checks import ConfigError, check
 
-GROUPS = ["model", "dataset", "optimizer", "policy", "warmup", "experiment", "optimizer_setup", "momentum", "method",
-          "analysis", "sampler", "assist"]
-# Not in the defaults list: selected with +group=.
-APPENDED = {"policy", "warmup", "experiment", "optimizer_setup", "method", "analysis", "sampler", "assist"}
+# Every config group is a folder of conf/ (Hydra's own settings under conf/hydra are not job groups).
+GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name != "hydra")
+# Groups outside the defaults list of conf/config.yaml are appended with +group=.
+DEFAULTS = {next(iter(entry)) for entry in OmegaConf.load(CONF / "config.yaml").defaults if isinstance(entry, dict)}
+APPENDED = set(GROUPS) - DEFAULTS
+
+
+def test_groups_are_found_in_conf():
+    assert {"model", "dataset", "optimizer", "policy", "trainer", "tracking"} <= set(GROUPS)
+    assert "policy" in APPENDED and "model" not in APPENDED
 
 
 def _options():

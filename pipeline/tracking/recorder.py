@@ -96,6 +96,15 @@ class RunRecorder:
             print(f"warning: tracking store unavailable ({type(exc).__name__}); {len(self._buffer)} metric values "
                   "kept in memory and sent later", file=sys.stderr, flush=True)
 
+    def unsent(self) -> list[tuple[str, float, int, int]]:
+        """The buffered values as (key, value, timestamp_ms, step): what a checkpoint keeps if the store is down."""
+        return [(m.key, m.value, m.timestamp, m.step) for m in self._buffer]
+
+    def requeue(self, values) -> None:
+        """Buffer values a checkpoint kept (:meth:`unsent`); those the store already holds are skipped."""
+        for key, value, timestamp_ms, step in values:
+            self.metric(key, value, step, timestamp_ms)
+
     @property
     def pending(self) -> int:
         return len(self._buffer)

@@ -50,7 +50,14 @@ class MetricsCallback(L.Callback):
             "progress": dataclasses.asdict(self.progress),
             "first_loss": self._first_loss,
             "train_seconds": self._train_seconds() if self._fit_start else self.train_seconds,
+            # Values the store has not taken yet (it is down): kept with the checkpoint, sent after a resume.
+            "unsent": self.recorder.unsent(),
         }
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # A checkpoint at step S lets a re-run continue from S: every value of the steps before S must be in the
+        # store by then, or a kill -9 after the checkpoint would lose them for good.
+        self.recorder.flush()
 
     def load_state_dict(self, state: dict) -> None:
         progress = dict(state["progress"])
@@ -60,6 +67,7 @@ class MetricsCallback(L.Callback):
         self.progress = RunProgress(**progress)
         self._first_loss = state["first_loss"]
         self.train_seconds = state["train_seconds"]
+        self.recorder.requeue(state.get("unsent", []))
 
     # -- timing: seconds count training only, not evaluation ----------------------------------------------
     def on_fit_start(self, trainer, pl_module):

@@ -35,3 +35,29 @@ def job_lock(path: Path):
             yield
         finally:
             path.unlink(missing_ok=True)
+
+
+def unreadable(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (truncated, not a checkpoint, or a pickle that torch's safe loader
+    refuses), or None when it loads. The same safe loader Lightning uses, so what passes here resumes."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+    if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
+        return "not a Lightning checkpoint (no state_dict or global_step)"
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Move an unusable checkpoint out of the way (kept for inspection) and return where it went."""
+    import time
+
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(target)
+    return target

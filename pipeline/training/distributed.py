@@ -53,6 +53,11 @@ class NullRecorder:
 
     def resume_from_store(self, keys) -> None: ...
 
+    def unsent(self) -> list:
+        return []
+
+    def requeue(self, values) -> None: ...
+
     def fail(self, failure: str, error: str) -> None:
         self.failure, self.error = failure, error
 

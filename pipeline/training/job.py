@@ -7,6 +7,7 @@ store) fails before the MLflow run is created, so a bad command leaves no trace 
 from __future__ import annotations
 
 import shutil
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from pipeline.tracking import interrupts, resume, store, sweeps
 from pipeline.tracking.recorder import open_run
 from pipeline.training.artifacts import record_setup
 from pipeline.training.assemble import build_training
-from pipeline.training.checkpoints import checkpoint_folder, job_lock, last_checkpoint
+from pipeline.training.checkpoints import checkpoint_folder, job_lock, last_checkpoint, set_aside, unreadable
 from pipeline.training.distributed import NullRecorder, process_group_scope, process_rank, relaunch_only_this_job
 from pipeline.training.identity import run_key, run_name, run_tags
 from pipeline.training.trainer import build_trainer, quiet_frameworks
@@ -57,10 +58,15 @@ def run_job(cfg: DictConfig) -> JobResult:
         lock = job_lock(checkpoint_dir.with_suffix(".lock")) if rank == 0 else nullcontext()
         with lock, interrupts.signals_as_interrupt():
             if rank == 0:
-                resume_id = resume.find_resumable_run(job.tracking.uri, experiment_id, key) \
-                    if checkpoint.exists() else None
+                # An unfinished run of this job (killed, even before its first checkpoint; interrupted; crashed)
+                # is continued, never left RUNNING beside a new one.
+                resume_id = resume.find_resumable_run(job.tracking.uri, experiment_id, key)
                 if resume_id is None:
                     checkpoint.unlink(missing_ok=True)  # left by a run that has since finished or been deleted
+                elif checkpoint.exists() and (why := unreadable(checkpoint)):
+                    kept = set_aside(checkpoint)
+                    print(f"warning: checkpoint {checkpoint} cannot be resumed from ({why}); set aside as {kept.name}; "
+                          f"run {resume_id} restarts from step 0", file=sys.stderr, flush=True)
                 tags = run_tags(job, training.policy, training.momentum, key)
                 run = open_run(job.tracking.uri, experiment_id, name, tags, job.tracking.flush_every, resume_id,
                                parent_run_id=sweeps.current_parent())
@@ -69,9 +75,10 @@ def run_job(cfg: DictConfig) -> JobResult:
             resuming = checkpoint.exists()
             with run as recorder:
                 if resume_id:
-                    print(f"resuming run {resume_id} from {checkpoint}", flush=True)
+                    print(f"resuming run {resume_id} " + (f"from {checkpoint}" if resuming else "from step 0 (no "
+                          "checkpoint): steps already recorded are not written again"), flush=True)
                     recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
-                elif rank == 0:
+                if rank == 0 and not resuming:
                     record_setup(recorder, job.config, training.policy, training.total_steps,
                                  f"{job.policy_name}: {name}")
 

@@ -11,7 +11,8 @@ from pipeline.config.checks import ConfigError, check
 # Every config group is a folder of conf/ (Hydra's own settings under conf/hydra are not job groups).
 GROUPS = sorted(d.name for d in CONF.iterdir() if d.is_dir() and d.name != "hydra")
 # Groups outside the defaults list of conf/config.yaml are appended with +group=.
-DEFAULTS = {next(iter(entry)) for entry in OmegaConf.load(CONF / "config.yaml").defaults if isinstance(entry, dict)}
+DEFAULTS = {next(iter(entry)) for entry in OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml").defaults)
+            if isinstance(entry, dict)}
 APPENDED = set(GROUPS) - DEFAULTS
 
 

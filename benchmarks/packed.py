@@ -8,7 +8,7 @@ back to the host as the pipeline does to record it:
 
 - ``sequential``: per copy, a LeNet-5 with ``torch.optim.SGD`` driven by the pipeline's ``PolicyScheduler``, laid
   out channels-last as separate pipeline runs lay out conv nets (``trainer.memory_format=auto``);
-- ``packed``: ``pipeline.training.packed`` (``PackedNets`` + ``PackedSGD``), what ``trainer.pack=K`` runs.
+- ``packed``: ``pipeline.packing`` (``PackedNets`` + ``PackedSGD``), what ``trainer.pack=K`` runs.
 
 Reported per device and K: model-samples per second (K x steps x batch / seconds), the median over ``--repeats``
 runs (interleaved, so slow spells of a shared machine hit both sides alike) and the ratio packed / sequential. The
@@ -96,7 +96,8 @@ def run_packed(nets, pols, batches, device) -> float:
     """Seconds to train every copy as one pack."""
     import torch
 
-    from pipeline.training.packed import PackedNets, PackedSGD, SGDRule
+    from pipeline.packing.nets import PackedNets
+    from pipeline.packing.sgd import PackedSGD, SGDRule
 
     packed = PackedNets(nets, device, torch.float32)
     rule = SGDRule(momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False, maximize=False)

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from pipeline.training.metrics import EvalStats, RunProgress, summarize
+from pipeline.training.metrics import (
+    EvalStats,
+    RunProgress,
+    divergence,
+    divergence_error,
+    first_finite,
+    summarize,
+)
 
 
 def _logits_for(probs):
@@ -69,3 +76,14 @@ def test_summary_of_a_diverged_run_says_where():
     out = summarize(progress, steps=8, train_s=0.1, test=None)
     assert out["summary/diverged"] == 1.0 and out["summary/diverged_step"] == 7
     assert "summary/best_val_acc" not in out
+
+
+def test_divergence_is_measured_against_the_first_finite_loss():
+    first = None
+    for loss in (math.nan, 2.0, 5.0):
+        first = first_finite(first, loss)
+    assert first == 2.0
+    assert divergence(math.inf, first, 10.0) == "non-finite"
+    assert divergence(19.0, first, 10.0) is None
+    reason = divergence(21.0, first, 10.0)
+    assert divergence_error(21.0, 7, reason) == "training loss 21 at step 7 is above 10x the first loss"

@@ -10,11 +10,14 @@ from mlflow.tracking import MlflowClient
 
 from conftest import TINY, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError, check
+from pipeline.packing.nets import PackedNets
+from pipeline.packing.plan import group_jobs
+from pipeline.packing.run import plan_sweep, resolved, run_packed
+from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies import Cos, Demon, Fix, Sin2, Triangle2
 from pipeline.training.job import run_job
 from pipeline.training.data import Synthetic
 from pipeline.training.models import LeNet5, ResNet20
-from pipeline.training.packed import PackedNets, PackedSGD, SGDRule, plan_packs, run_packed
 from pipeline.training.scheduler import PolicyScheduler
 
 POLICIES = [Triangle2(k0=0.01, k1=0.06, l=5), Sin2(k0=0.01, k1=0.06, l=7), Cos(k0=0.001, k1=0.05, l=20)]
@@ -267,18 +270,28 @@ def test_sweep_jobs_are_grouped_by_everything_but_their_policies_up_to_the_pack_
     policies = ("cos", "sin2", "triangle2")
     cfgs = [compose_job("dataset=synthetic", "trainer.pack=2", f"+policy={p}", f"seed={s}")
             for s in (0, 1) for p in policies]
-    assert plan_packs(cfgs, lambda: False) == [[0, 1], [2], [3, 4], [5]]
+    assert group_jobs(cfgs, resolved, lambda: False) == [[0, 1], [2], [3, 4], [5]]
     adam = [compose_job("dataset=synthetic", "trainer.pack=2", "optimizer=adam", f"+policy={p}") for p in policies]
-    assert plan_packs(adam, lambda: False) == [[0], [1], [2]]  # not SGD: each trains alone
+    assert group_jobs(adam, resolved, lambda: False) == [[0], [1], [2]]  # not SGD: each trains alone
+
+
+def test_a_sweep_packs_only_when_trainer_pack_asks_and_composes_no_job_config_otherwise():
+    def never(overrides):
+        raise AssertionError(f"composed {overrides} for a sweep that does not pack")
+
+    base = compose_job("dataset=synthetic")
+    assert plan_sweep(base, [["+policy=cos"], ["+policy=sin2"]], never) == [[0], [1]]
+    asked = [["+policy=cos", "trainer.pack=2"], ["+policy=sin2", "trainer.pack=2"]]
+    assert plan_sweep(base, asked, lambda overrides: compose_job("dataset=synthetic", *overrides)) == [[0, 1]]
 
 
 def test_auto_packs_only_jobs_that_train_on_cuda():
     cpu = [compose_job("dataset=synthetic", "trainer.pack=auto", f"+policy={p}") for p in ("cos", "sin2")]
-    assert plan_packs(cpu, lambda: True) == [[0], [1]]  # trainer.accelerator=cpu: packing would be slower
+    assert group_jobs(cpu, resolved, lambda: True) == [[0], [1]]  # trainer.accelerator=cpu: packing would be slower
     gpu = [compose_job("dataset=synthetic", "trainer.pack=auto", "trainer.accelerator=auto", f"+policy={p}")
            for p in ("cos", "sin2")]
-    assert plan_packs(gpu, lambda: False) == [[0], [1]]
-    assert plan_packs(gpu, lambda: True) == [[0, 1]]
+    assert group_jobs(gpu, resolved, lambda: False) == [[0], [1]]
+    assert group_jobs(gpu, resolved, lambda: True) == [[0, 1]]
 
 
 @pytest.mark.parametrize("value", ["0", "fast", "true"])

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline.policies import NStep, Triangle2
-from pipeline.training.scheduler import PolicyScheduler
+from pipeline.policies import Demon, NStep, Triangle2
+from pipeline.training.scheduler import PolicyScheduler, rates_at
 
 
 def _sgd():
@@ -46,3 +46,15 @@ def test_resumed_scheduler_continues_the_policy_at_the_saved_step():
 def test_scheduler_rejects_a_non_callable_policy():
     with pytest.raises(TypeError, match="policy must be callable"):
         PolicyScheduler(_sgd(), 0.1)
+
+
+def test_scheduler_sets_exactly_the_rates_of_rates_at_the_rule_packed_copies_share():
+    policy, demon = Triangle2(k0=0.01, k1=0.06, l=5), Demon(beta_init=0.9, total_steps=12)
+    optimizer = _sgd()
+    scheduler = PolicyScheduler(optimizer, policy, momentum=demon)
+    for t in range(12):
+        group = optimizer.param_groups[0]
+        assert (group["lr"], group["momentum"]) == rates_at(policy, demon, t)
+        optimizer.step()
+        scheduler.step()
+    assert rates_at(policy, None, 3) == (policy(3), None)  # no momentum policy: the optimizer keeps its own

@@ -9,8 +9,8 @@ worker), each worker runs jobs one after another, and torch gets ``threads_per_j
 Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``). The :class:`StartWorkersEarly` callback
 (``conf/config.yaml``) starts the forkserver when the multirun starts, so its imports overlap the sweep's own set-up.
 
-With ``trainer.pack=K`` (or ``auto`` on CUDA) jobs that differ only in their policies train K at a time as one
-vectorised model in one worker (``pipeline/training/packed.py``); each still gets its own Hydra job and MLflow run.
+Packing (``pipeline/packing``) decides which jobs train together as one vectorised model in one worker
+(``plan_sweep``) and trains each such group (``train_group``); each job still gets its own Hydra job and MLflow run.
 """
 # No ``from __future__ import annotations`` here: Hydra imports plugins outside sys.modules, where dataclasses
 # cannot resolve string annotations.
@@ -128,17 +128,15 @@ def _execute(payload: bytes) -> bytes:
 
 
 def _execute_pack(payload: bytes) -> bytes:
-    """Train several jobs as one vectorised model (trainer.pack, pipeline/training/packed.py); then each job gets
-    its own Hydra job (output folder, JobReturn) that returns what the pack recorded for it. A job the pack could
-    not take runs on its own, as in _execute."""
+    """Train a group of jobs through packing's entry point; then each job gets its own Hydra job (output folder,
+    JobReturn) that runs the task packing hands back for it."""
     jobs, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
     _enter_sweep(singleton_state, env)
-    from pipeline.training.packed import replay, train_sweep_pack
+    from pipeline.packing.run import train_group
 
     configs = [_sweep_config(hydra_context, config, overrides, idx) for idx, overrides in jobs]
-    outcomes = train_sweep_pack(configs)
-    return cloudpickle.dumps([_run(hydra_context, task_function if outcome is None else replay(outcome), cfg)
-                              for cfg, outcome in zip(configs, outcomes)])
+    tasks = train_group(configs, task_function)
+    return cloudpickle.dumps([_run(hydra_context, task, cfg) for cfg, task in zip(configs, tasks)])
 
 
 class PoolLauncher(Launcher):
@@ -189,20 +187,13 @@ class PoolLauncher(Launcher):
         return results
 
     def _packs(self, job_overrides: Sequence[Sequence[str]]) -> list:
-        """Which jobs (offsets) train together as one vectorised model: each alone unless trainer.pack asks."""
-        alone = [[offset] for offset in range(len(job_overrides))]
-        asked = any(o.startswith("trainer.pack=") for overrides in job_overrides for o in overrides)
-        if not asked and OmegaConf.select(self.config, "trainer.pack", default=1) == 1:
-            return alone
-        from pipeline.training.packed import plan_packs
+        """Which jobs (offsets) train together as one vectorised model: packing's answer."""
+        from pipeline.packing.run import plan_sweep
 
-        def cuda_available() -> bool:
-            import torch
+        def load(overrides: Sequence[str]) -> DictConfig:
+            return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-            return torch.cuda.is_available()
-
-        configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(o)) for o in job_overrides]
-        return plan_packs(configs, cuda_available)
+        return plan_sweep(self.config, job_overrides, load)
 
 
 def job_status(ret: JobReturn) -> str:

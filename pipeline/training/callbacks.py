@@ -11,12 +11,11 @@ times the first one) stops training at once and marks the run failed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import lightning as L
 
-from pipeline.training.metrics import RunProgress, divergence
+from pipeline.training.metrics import RunProgress, divergence, divergence_error, first_finite
 
 
 def momentum_of(param_group: dict) -> float | None:
@@ -108,8 +107,7 @@ class MetricsCallback(L.Callback):
             self._check_divergence(trainer, mean, step)
 
     def _check_divergence(self, trainer, loss: float, step: int) -> None:
-        if self._first_loss is None and math.isfinite(loss):
-            self._first_loss = loss
+        self._first_loss = first_finite(self._first_loss, loss)
         reason = divergence(loss, self._first_loss, self.divergence_factor)
         diverged = reason is not None
         if trainer.world_size > 1:  # every rank stops together, or the others would wait forever in the next step
@@ -117,7 +115,7 @@ class MetricsCallback(L.Callback):
         if diverged:
             self.progress.diverged_at = step
             reason = reason or f"above {self.divergence_factor:g}x the first loss"  # another rank's loss diverged
-            self.recorder.fail("diverged", f"training loss {loss:.4g} at step {step} is {reason}")
+            self.recorder.fail("diverged", divergence_error(loss, step, reason))
             trainer.should_stop = True
 
     # -- evaluation ----------------------------------------------------------------------------------------

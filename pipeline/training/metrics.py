@@ -109,6 +109,11 @@ class RunProgress:
                 self.reached_samples[target] = self.samples
 
 
+def first_finite(first_loss: float | None, loss: float) -> float | None:
+    """The loss :func:`divergence` measures against once ``loss`` is seen: the run's first finite training loss."""
+    return loss if first_loss is None and math.isfinite(loss) else first_loss
+
+
 def divergence(loss: float, first_loss: float | None, factor: float) -> str | None:
     """Why a training loss means the run diverged (non-finite, or above ``factor`` x the first finite loss), or
     None. The rule of separate runs (the metrics callback) and of packed copies alike."""
@@ -117,6 +122,11 @@ def divergence(loss: float, first_loss: float | None, factor: float) -> str | No
     if first_loss is not None and loss > factor * first_loss:
         return f"above {factor:g}x the first loss"
     return None
+
+
+def divergence_error(loss: float, step: int, reason: str) -> str:
+    """The ``error`` a diverged run is recorded FAILED with."""
+    return f"training loss {loss:.4g} at step {step} is {reason}"
 
 
 # How many of the last evaluations the "late fluctuation" (LRBench's variance) is measured over.

@@ -6,11 +6,18 @@ optimizer step (``interval: step``), which also makes it correct under gradient 
 
 An optional momentum policy (``pipeline.policies.momentum``) is applied the same way: before step ``t`` every group's
 momentum, SGD's ``momentum`` or Adam's ``betas[0]`` (the keys the metrics callback logs), is ``momentum(t)``.
+:func:`rates_at` is the rule itself; packed copies (``pipeline.packing``) take their rates from it too.
 """
 
 from __future__ import annotations
 
 from torch.optim.lr_scheduler import LRScheduler
+
+
+def rates_at(policy, momentum, t: int) -> tuple[float, float | None]:
+    """The learning rate and momentum for optimizer step ``t``: ``policy(t)``, and ``momentum(t)`` under a momentum
+    policy; None without one (the optimizer keeps its own momentum)."""
+    return float(policy(t)), None if momentum is None else float(momentum(t))
 
 
 class PolicyScheduler(LRScheduler):
@@ -49,7 +56,7 @@ class PolicyScheduler(LRScheduler):
     def _set_momentum(self) -> None:
         if self.momentum is None:
             return
-        beta = float(self.momentum(self.last_epoch))
+        _, beta = rates_at(self.policy, self.momentum, self.last_epoch)  # policies are pure: policy(t) again is free
         for group in self.optimizer.param_groups:
             if "betas" in group:  # Adam, AdamW: only beta1; beta2 is kept
                 group["betas"] = (beta, *group["betas"][1:])
@@ -57,5 +64,5 @@ class PolicyScheduler(LRScheduler):
                 group["momentum"] = beta
 
     def get_lr(self) -> list[float]:
-        lr = float(self.policy(self.last_epoch))
+        lr, _ = rates_at(self.policy, None, self.last_epoch)
         return [lr for _ in self.optimizer.param_groups]

@@ -13,23 +13,17 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
-from pipeline.config.checks import ConfigError, check
+from pipeline.config.checks import ConfigError, check, job_config
 from pipeline.packing.loop import Copy, train_pack
 from pipeline.packing.nets import PackedNets
 from pipeline.packing.plan import PRECISION_DTYPES, asks_to_pack, check_same_but_policies, group_jobs, pack_refusal
 from pipeline.packing.sgd import PackedSGD, SGDRule
-from pipeline.tracking import interrupts, packs
-from pipeline.training.job import (
-    JobResult,
-    build_training,
-    job_checkpoint_dir,
-    job_config,
-    job_lock,
-    record_setup,
-    run_key,
-    run_name,
-    run_tags,
-)
+from pipeline.tracking import interrupts, packs, store
+from pipeline.training.artifacts import record_setup
+from pipeline.training.assemble import build_training
+from pipeline.training.checkpoints import checkpoint_folder, job_lock
+from pipeline.training.identity import run_key, run_name, run_tags
+from pipeline.training.job import JobResult
 
 
 @contextmanager
@@ -60,16 +54,17 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def device_and_dtype(cfg: DictConfig):
+def device_and_dtype(trainer):
+    """The device and dtype a pack trains in, from the checked Lightning settings."""
     import torch
 
-    accelerator = cfg.trainer.accelerator
+    accelerator = trainer.accelerator
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} but CUDA is not available on this machine")
     if accelerator == "auto":
         accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device({"gpu": "cuda"}.get(accelerator, accelerator))
-    return device, getattr(torch, PRECISION_DTYPES[str(cfg.trainer.precision)])
+    return device, getattr(torch, PRECISION_DTYPES[trainer.precision])
 
 
 def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
@@ -85,26 +80,24 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
     if not cfgs:
         raise ConfigError("a pack needs at least one job")
     # 1. Config stage: every job checked as run_job checks it, then the rules of a pack.
-    jobs, configs = [], []
-    for cfg in cfgs:
-        with hydra_config_of(cfg):
-            jobs.append(check(cfg))
-            configs.append(job_config(cfg))
+    jobs = []
     for cfg in cfgs:
         reason = pack_refusal(cfg)
         if reason:
             raise ConfigError(reason)
-    check_same_but_policies(configs)
-    cfg0 = cfgs[0]
-    rule = SGDRule.of(jobs[0].optimizer([torch.nn.Parameter(torch.zeros(1))]))
-    device, dtype = device_and_dtype(cfg0)
-    uri, experiment_id = packs.prepare_experiment(cfg0.tracking.uri, cfg0.tracking.experiment)
+        with hydra_config_of(cfg):
+            jobs.append(check(cfg))
+    check_same_but_policies([job.config for job in jobs])
+    job0 = jobs[0]
+    rule = SGDRule.of(job0.optimizer([torch.nn.Parameter(torch.zeros(1))]))
+    device, dtype = device_and_dtype(job0.trainer)
+    experiment_id = store.prepare(job0.tracking.uri, job0.tracking.experiment)
 
     # 2. Data (loaded once, shared), each copy's network from its own seed, policies fixed to the budget.
-    if cfg0.trainer.deterministic:
+    if job0.trainer.node.get("deterministic"):
         torch.use_deterministic_algorithms(True)
-    datamodule = jobs[0].dataset
-    trainings = [build_training(cfg, dataclasses.replace(job, dataset=datamodule)) for cfg, job in zip(cfgs, jobs)]
+    datamodule = job0.dataset
+    trainings = [build_training(dataclasses.replace(job, dataset=datamodule)) for job in jobs]
     total_steps = trainings[0].total_steps
     nets = PackedNets([t.module.net for t in trainings], device, dtype)
     sgd = PackedSGD(rule, len(cfgs), momentum_policies=any(t.momentum is not None for t in trainings))
@@ -112,20 +105,22 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
     # 3. The runs: one per job, all ending with a status whatever happens.
     pack_id = uuid.uuid4().hex[:12]
     with ExitStack() as stack:
-        for config, cfg in zip(configs, cfgs):  # the same job cannot run twice at once, packed or not
-            stack.enter_context(job_lock(job_checkpoint_dir(cfg, run_key(config)).with_suffix(".lock")))
+        for job in jobs:  # the same job cannot run twice at once, packed or not
+            stack.enter_context(job_lock(checkpoint_folder(job.run.checkpoint_dir, run_key(job.config))
+                                         .with_suffix(".lock")))
         stack.enter_context(interrupts.signals_as_interrupt())
-        new_run = stack.enter_context(packs.run_opener(uri, experiment_id, cfg0.tracking.flush_every))
+        new_run = stack.enter_context(packs.run_opener(job0.tracking.uri, experiment_id, job0.tracking.flush_every))
         copies = []
-        for cfg, job, training, config in zip(cfgs, jobs, trainings, configs):
-            tags = {**run_tags(cfg, job, training, run_key(config)), "packed": str(len(cfgs)), "pack_id": pack_id}
-            name = run_name(cfg, job)
+        for job, training in zip(jobs, trainings):
+            tags = {**run_tags(job, training.policy, training.momentum, run_key(job.config)),
+                    "packed": str(len(jobs)), "pack_id": pack_id}
+            name = run_name(job.choices, job.seed, job.run_name)
             recorder = new_run(name, tags)
-            record_setup(recorder, config, training, f"{job.choices['policy']}: {name}")
-            progress = RunProgress(targets=tuple(sorted(cfg.trainer.targets)))
+            record_setup(recorder, job.config, training.policy, training.total_steps, f"{job.policy_name}: {name}")
+            progress = RunProgress(targets=tuple(sorted(job.run.targets)))
             copies.append(Copy(recorder, training.policy, training.momentum, progress))
         print(f"pack {pack_id}: {len(copies)} jobs as one vectorised model on {device} ({dtype})", flush=True)
-        train_pack(nets, sgd, copies, datamodule, cfg0.trainer, total_steps, device, dtype, datamodule.num_classes)
+        train_pack(nets, sgd, copies, datamodule, job0.run, total_steps, device, dtype, datamodule.num_classes)
         for c in copies:
             c.recorder.metrics(summarize(c.progress, c.steps, c.train_s, c.test), c.steps)
     return [JobResult(c.recorder.run_id, "FAILED" if c.recorder.failure else "FINISHED", c.recorder.failure)

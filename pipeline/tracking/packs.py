@@ -1,23 +1,15 @@
-"""The MLflow side of a pack (``pipeline.packing``): its store and experiment, prepared as a single job's are, and one
-run per packed copy, each opened with :func:`~pipeline.tracking.recorder.open_run` and ending with its own status."""
+"""The MLflow side of a pack (``pipeline.packing``): one run per packed copy, each opened with :func:`~pipeline.tracking.recorder.open_run` and ending with its own status."""
 
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from pipeline.tracking import store
+from pipeline.tracking import store, sweeps
 from pipeline.tracking.recorder import RunRecorder, open_run
 
 # open(run_name, tags) -> the new run's recorder
 OpenRun = Callable[[str, Mapping[str, Any]], RunRecorder]
-
-
-def prepare_experiment(tracking_uri: str | None, experiment: str) -> tuple[str, str]:
-    """The resolved store URI and the experiment's id, schema and experiment created if missing; an unusable store
-    fails here, before any run exists."""
-    uri = store.resolve_uri(tracking_uri)
-    return uri, store.prepare(uri, experiment)
 
 
 @contextmanager
@@ -27,4 +19,4 @@ def run_opener(uri: str, experiment_id: str, flush_every: int) -> Iterator[OpenR
     mlflow_client = store.client(uri)
     with ExitStack() as runs:
         yield lambda run_name, tags: runs.enter_context(open_run(mlflow_client, experiment_id, run_name, tags,
-                                                                 flush_every))
+                                                                 flush_every, parent_run_id=sweeps.current_parent()))

@@ -55,9 +55,10 @@ def unreadable(path: Path) -> str | None:
 
 
 def set_aside(path: Path) -> Path:
-    """Move an unusable checkpoint out of the way (kept for inspection) and return where it went."""
+    """Move an unusable checkpoint out of the job's folder (which is removed when the run ends) to a file beside it,
+    kept for inspection, and return where it went."""
     import time
 
-    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    target = path.parent.with_name(f"{path.parent.name}.{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
     path.rename(target)
     return target

@@ -57,7 +57,7 @@ def plain_loop(steps: int, seed: int = 0, channels_last: bool = True) -> float:
     import torch.nn.functional as F
 
     from pipeline.policies import Triangle2
-    from pipeline.training.data import FashionMNIST
+    from pipeline.training.data.idx import FashionMNIST
     from pipeline.training.models import LeNet5
 
     torch.manual_seed(seed)

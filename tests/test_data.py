@@ -12,17 +12,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pipeline.training.data import (
-    CIFAR10,
-    MNIST,
-    DatasetNotFoundError,
-    EpochShuffleSampler,
-    FashionMNIST,
-    Synthetic,
-    TensorDataModule,
-    keep_batch,
-    read_idx,
-)
+from pipeline.training.data.base import DatasetNotFoundError, TensorDataModule
+from pipeline.training.data.batching import EpochShuffleSampler, keep_batch
+from pipeline.training.data.cifar10 import CIFAR10
+from pipeline.training.data.idx import MNIST, FashionMNIST, read_idx
+from pipeline.training.data.synthetic import Synthetic
 from pipeline.training.models import LeNet5
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

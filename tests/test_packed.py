@@ -12,7 +12,7 @@ from conftest import TINY, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError, check
 from pipeline.policies import Cos, Demon, Fix, Sin2, Triangle2
 from pipeline.training.job import run_job
-from pipeline.training.data import Synthetic
+from pipeline.training.data.synthetic import Synthetic
 from pipeline.training.models import LeNet5, ResNet20
 from pipeline.training.packed import PackedNets, PackedSGD, SGDRule, plan_packs, run_packed
 from pipeline.training.scheduler import PolicyScheduler

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from pipeline.training.data.base import DatasetNotFoundError, TensorDataModule
-from pipeline.training.data.batching import EpochShuffleSampler, keep_batch
+from pipeline.training.data.batching import EpochShuffleSampler, batches_done, keep_batch
 from pipeline.training.data.cifar10 import CIFAR10
 from pipeline.training.data.idx import MNIST, FashionMNIST, read_idx
 from pipeline.training.data.synthetic import Synthetic
@@ -87,7 +87,7 @@ def test_split_sizes_follow_val_size_and_subsets():
     full = Synthetic(n_train=2048, n_test=512, val_size=256, batch_size=100)
     full.setup()
     assert (len(full.train_set), len(full.val_set), len(full.test_set)) == (2048 - 256, 256, 512)
-    assert full.steps_per_epoch == 18  # ceil(1,792 / 100)
+    assert len(full.train_dataloader()) == 18  # ceil(1,792 / 100) batches
 
 
 def test_val_is_carved_from_train_disjointly(synthetic):
@@ -130,12 +130,23 @@ def test_sampler_order_is_a_function_of_seed_and_epoch_only():
     assert sorted(fresh) == list(range(100))
 
 
+def test_resume_position_counts_batches_of_this_process_under_ddp_and_accumulation():
+    # 1,000 samples, 2 processes, batch 10: 50 batches each per epoch; 4 batches a step: 13 steps (the last partial).
+    args = dict(num_samples=1000, batch_size=10, world_size=2, accumulate=4)
+    assert batches_done(global_step=0, epoch=0, **args) == 0
+    assert batches_done(global_step=5, epoch=0, **args) == 20
+    assert batches_done(global_step=13, epoch=1, **args) == 0  # epoch 1 starts after 13 steps, not 100 or 50
+    assert batches_done(global_step=18, epoch=1, **args) == 20
+    assert batches_done(global_step=26, epoch=1, **args) == 50  # the partial last step ends the epoch
+    assert batches_done(global_step=3, epoch=0, num_samples=1000, batch_size=10) == 3
+
+
 def test_train_loader_yields_whole_batches_by_tensor_indexing_and_covers_each_sample_once(synthetic):
     loader = synthetic.train_dataloader()
     assert loader.collate_fn is keep_batch and loader.num_workers == 0
     loader.sampler.set_epoch(0)
     batches = list(loader)
-    assert len(batches) == len(loader) == synthetic.steps_per_epoch == 56  # 1,792 / 32
+    assert len(batches) == len(loader) == 56  # 1,792 / 32
     x, y = batches[0]
     assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
     rows = synthetic.train_set.index[loader.sampler.order(0)[:32]]

@@ -7,7 +7,6 @@ loaders (batches and their order: :mod:`pipeline.training.data.batching`). Each 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -23,6 +22,7 @@ from pipeline.training.data.batching import (
     EpochShuffleSampler,
     ResumableLoader,
     TensorBatchDataset,
+    batches_done,
     derive_seed,
     keep_batch,
 )
@@ -161,12 +161,8 @@ class TensorDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        per_process = len(self.train_set) // trainer.world_size  # DDP shards every epoch's order
-        batches = math.ceil(per_process / self.batch_size)
-        accumulate = trainer.accumulate_grad_batches
-        steps_per_epoch = math.ceil(batches / accumulate)
-        done = (trainer.global_step - trainer.current_epoch * steps_per_epoch) * accumulate
-        return min(max(done, 0), batches)
+        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
+                            trainer.world_size, trainer.accumulate_grad_batches)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)
@@ -187,11 +183,6 @@ class TensorDataModule(LightningDataModule):
     @property
     def test_set(self) -> TensorBatchDataset:
         return self._require_setup()[2]
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one training epoch (the last batch may be smaller)."""
-        return math.ceil(len(self.train_set) / self.batch_size)
 
     # Helpers ---------------------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.training.arguments import check_int
+from pipeline.training.budget import batches_per_epoch, steps_per_epoch
 
 # Independent random streams: each derived seed is keyed by (user seed, stream, ...). AutoAssist's keep/skip draws
 # use stream 3 (pipeline/training/autoassist.py).
@@ -92,13 +93,25 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n // self.world
 
 
+def batches_done(global_step: int, epoch: int, num_samples: int, batch_size: int, world_size: int = 1,
+                 accumulate: int = 1) -> int:
+    """Batches of ``epoch`` one process has trained on when the run stands at optimizer step ``global_step``.
+
+    Non-zero only when a run resumed mid-epoch: the restored global step is past the steps of the earlier epochs.
+    Steps and batches per epoch follow the one rule in :mod:`pipeline.training.budget`.
+    """
+    per_epoch = steps_per_epoch(num_samples, batch_size, world_size, accumulate)
+    done = (global_step - epoch * per_epoch) * accumulate
+    return min(max(done, 0), batches_per_epoch(num_samples, batch_size, world_size))
+
+
 class ResumableLoader(DataLoader):
     """A train loader that continues a resumed epoch where it stopped instead of restarting it.
 
-    ``position()`` says how many batches of the current epoch were already trained on (derived from the trainer's
-    global step and epoch); that many batches of the epoch's fixed order are skipped. With the sampler's order a pure
-    function of (seed, epoch), a run killed mid-epoch and resumed from a checkpoint sees exactly the batches an
-    uninterrupted run would.
+    ``position()`` says how many batches of the current epoch were already trained on (see :func:`batches_done`);
+    that many batches of the epoch's fixed order are skipped. With the sampler's order a pure function of
+    (seed, epoch), a run killed mid-epoch and resumed from a checkpoint sees exactly the batches an uninterrupted run
+    would.
     """
 
     def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs) -> None:

@@ -130,6 +130,12 @@ def test_sampler_order_is_a_function_of_seed_and_epoch_only():
     assert sorted(fresh) == list(range(100))
 
 
+@pytest.mark.parametrize("rank, world", [(-1, 1), (2, 2), (1.0, 2)])
+def test_sampler_rank_outside_the_world_raises_value_error_naming_the_range(rank, world):
+    with pytest.raises(ValueError, match=rf"^rank must be an integer in \[0, {world - 1}\]"):
+        EpochShuffleSampler(100, seed=0, rank=rank, world=world)
+
+
 def test_resume_position_counts_batches_of_this_process_under_ddp_and_accumulation():
     # 1,000 samples, 2 processes, batch 10: 50 batches each per epoch; 4 batches a step: 13 steps (the last partial).
     args = dict(num_samples=1000, batch_size=10, world_size=2, accumulate=4)
@@ -371,6 +377,8 @@ def test_every_dataset_config_builds_its_module_without_touching_disk(config, tm
         (dict(num_classes=1), "num_classes"),
         (dict(noise=-0.5), "noise"),
         (dict(noise=float("nan")), "noise"),
+        (dict(noise=float("inf")), "noise"),
+        (dict(noise=True), "noise"),
         (dict(gen_seed=-1), "gen_seed"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

@@ -73,8 +73,7 @@ class EpochShuffleSampler(Sampler[int]):
         check_int("n", n, 1)
         check_int("seed", seed, 0)
         check_int("world", world, 1)
-        if not 0 <= rank < world:
-            raise ValueError(f"rank must be in [0, {world - 1}], got {rank!r}")
+        check_int("rank", rank, 0, world - 1)
         self.n, self.seed, self.epoch, self.rank, self.world = n, seed, 0, rank, world
 
     def set_epoch(self, epoch: int) -> None:

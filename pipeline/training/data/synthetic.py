@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.training.arguments import check_int
+from pipeline.training.arguments import check_int, check_number
 from pipeline.training.data.base import RawData, TensorDataModule
 from pipeline.training.data.batching import SYNTHETIC_STREAM, derive_seed
 
@@ -67,8 +67,7 @@ class Synthetic(TensorDataModule):
         check_int("image_size", image_size, 4)
         check_int("channels", channels, 1)
         check_int("num_classes", num_classes, 2)
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        check_number("noise", noise, 0, high_open=True)
         check_int("gen_seed", gen_seed, 0)
         self.n_train, self.n_test, self.noise, self.gen_seed = n_train, n_test, float(noise), gen_seed
         self.in_channels, self.num_classes, self.image_size = channels, num_classes, image_size

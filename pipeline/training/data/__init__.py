@@ -8,13 +8,13 @@ order, resuming mid-epoch), and one module per data set: ``idx`` (:class:`Fashio
 Why tensors and not torchvision datasets: a LeNet step on Fashion-MNIST costs about 17 ms on this machine; a batch of
 128 from torchvision's dataset (PIL image + transforms per sample, then default collate) costs about 9 ms more, and
 even a ``TensorDataset`` with default collate about 0.5 ms. Here a batch is one fancy-indexing op
-(``x[index[batch]]``) through ``Dataset.__getitems__`` and a pass-through ``collate_fn``: about 0.17 ms.
+(``x[index[batch]]``) through ``Dataset.__getitems__`` and a pass-through ``collate_fn``: about 0.17 ms
+(``python benchmarks/suite.py --only data`` measures it).
 """
 
 from pipeline.training.data.base import DatasetNotFoundError, RawData, TensorDataModule
 from pipeline.training.data.batching import (
     EpochShuffleSampler,
-    ResumableLoader,
     TensorBatchDataset,
     derive_seed,
     keep_batch,
@@ -30,7 +30,6 @@ __all__ = [
     "EpochShuffleSampler",
     "FashionMNIST",
     "RawData",
-    "ResumableLoader",
     "Synthetic",
     "TensorBatchDataset",
     "TensorDataModule",

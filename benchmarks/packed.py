@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from any directory
 
 
 def fashion_batches(steps: int, batch_size: int, data_dir: str):
-    from pipeline.training.data import FashionMNIST
+    from pipeline.training.data.idx import FashionMNIST
 
     data = FashionMNIST(data_dir=data_dir, batch_size=batch_size, seed=0)
     data.setup("fit")

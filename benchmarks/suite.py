@@ -4,7 +4,7 @@ Each ratio is taken side by side in one run of this script, alternating the two 
 of the per-pair ratios. The machine is shared and noisy: read medians and ratios, not single times. Results go to
 ``bench/results/suite.json`` and, as a Markdown table with the machine, versions and commands, to BENCHMARKS.md.
 
-    python benchmarks/suite.py [--quick] [--only tracking,sweep,sweep_tiny,report,study,memory]
+    python benchmarks/suite.py [--quick] [--only tracking,sweep,sweep_tiny,report,study,memory,data]
 
 ``benchmarks/packed.py`` and ``benchmarks/lca_overhead.py`` write their own results files, which the table includes.
 """
@@ -57,7 +57,7 @@ def plain_loop(steps: int, seed: int = 0, channels_last: bool = True) -> float:
     import torch.nn.functional as F
 
     from pipeline.policies import Triangle2
-    from pipeline.training.data import FashionMNIST
+    from pipeline.training.data.idx import FashionMNIST
     from pipeline.training.models import LeNet5
 
     torch.manual_seed(seed)
@@ -229,6 +229,39 @@ def bench_memory() -> dict:
             "command": "python -m pipeline " + " ".join(args) + " (Fashion-MNIST in memory; peak RSS of that process)"}
 
 
+# -- 6. data: making the synthetic set, fetching a training batch -----------------------------------------------------
+def bench_data(repeats: int) -> dict:
+    """The speed of the in-memory data; tests/test_data.py checks only the shape of the work (the same torch calls
+    for any number of samples and any batch size), which a shared machine cannot make flaky."""
+    import torch
+
+    from pipeline.training.data.idx import FashionMNIST
+    from pipeline.training.data.synthetic import Synthetic
+
+    torch.set_num_threads(1)
+    make = []
+    for _ in range(repeats + 1):  # the first is a warm-up: lazy initialisation, first calls
+        start = time.perf_counter()
+        Synthetic(n_train=600, n_test=100, val_size=100, image_size=32, channels=3, num_classes=4).setup()
+        make.append(time.perf_counter() - start)
+    data = FashionMNIST(batch_size=128)
+    data.setup("fit")
+    loader, fetch = data.train_dataloader(), []
+    for epoch in range(repeats):
+        loader.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        batches = sum(1 for _ in loader)
+        fetch.append((time.perf_counter() - start) / batches)
+    make_s = median(make[1:])
+    return {
+        "synthetic_make_s": make[1:], "synthetic_make_median_s": make_s,
+        "batch_fetch_ms": [1000 * f for f in fetch], "batch_fetch_median_ms": 1000 * median(fetch),
+        "target": "synthetic data (600 + 100 images, 3x32x32) made in < 1 s", "met": make_s < 1.0,
+        "command": f"python benchmarks/suite.py --only data (median of {repeats}; batch: Fashion-MNIST, 128 samples, "
+                   "a whole training epoch, 1 thread)",
+    }
+
+
 def machine() -> dict:
     import lightning
     import mlflow
@@ -280,6 +313,10 @@ def markdown(results: dict) -> str:
         extra = f"; 1,000-run report peak RSS {report_rss:.0f} MiB (report scale row)" if report_rss else ""
         row("memory", f"LeNet run peak RSS {results['memory']['lenet_run_peak_rss_mib']:.0f} MiB{extra}",
             results["memory"])
+    if "data" in results:
+        d = results["data"]
+        row("data", f"synthetic set made in {d['synthetic_make_median_s']:.2f} s; a training batch fetched in "
+            f"{d['batch_fetch_median_ms']:.2f} ms", d)
     if "lca" in results:
         lca = results["lca"].get("lca", {})
         figure = "; ".join(f"subset {k}: {v['overhead_ratio']:.1f}x with LCA on every step (est. "
@@ -312,7 +349,7 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="tracking,sweep,sweep_tiny,report,study,memory",
+    parser.add_argument("--only", default="tracking,sweep,sweep_tiny,report,study,memory,data",
                         help="comma-separated benchmarks; the others keep their last results")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not for the record)")
     parser.add_argument("--tracking-pairs", type=int, default=9, help="pipeline runs, each between two plain runs")
@@ -329,7 +366,7 @@ def main() -> None:
             ("sweep", lambda: bench_sweep(args.sweep_repeats, "study jobs")),
             ("sweep_tiny", lambda: bench_sweep(args.sweep_repeats, "tiny jobs")),
             ("report", lambda: bench_report(args.quick)), ("study", lambda: bench_study(args.quick)),
-            ("memory", bench_memory)]
+            ("memory", bench_memory), ("data", lambda: bench_data(3 if args.quick else 5))]
     for name, run in plan:
         if name in only:
             print(f"== {name}", flush=True)

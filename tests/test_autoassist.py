@@ -13,7 +13,7 @@ from conftest import TINY, compose_job, train_runs
 from pipeline.analysis.autoassist_summary import autoassist_comparison
 from pipeline.config.checks import ConfigError, check
 from pipeline.training.autoassist import Assistant, KeptBatches, keep_probability
-from pipeline.training.data import EpochShuffleSampler, TensorBatchDataset, keep_batch
+from pipeline.training.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
 from pipeline.training.job import run_job
 
 # -- the acceptance rule ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pipeline.packing.run import plan_sweep, resolved, run_packed
 from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies import Cos, Demon, Fix, Sin2, Triangle2
 from pipeline.training.job import run_job
-from pipeline.training.data import Synthetic
+from pipeline.training.data.synthetic import Synthetic
 from pipeline.training.models import LeNet5, ResNet20
 from pipeline.training.scheduler import PolicyScheduler
 

@@ -44,7 +44,7 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
     lr_policy = instantiate(node)
     config = {"seed": seed, "study": None, "run_name": None, "policy": node,
               "model": {"_target_": "pipeline.training.models.LeNet5", "_partial_": True},
-              "dataset": {"_target_": "pipeline.training.data.Synthetic", "batch_size": 64},
+              "dataset": {"_target_": "pipeline.training.data.synthetic.Synthetic", "batch_size": 64},
               "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9},
               "trainer": {"max_steps": STEPS, "max_epochs": 1, "eval_every_steps": EVAL_EVERY, "targets": targets},
               "tracking": {"uri": None, "experiment": "lrbench", "flush_every": 500}}

@@ -83,7 +83,7 @@ def cross_group_sections(runs, ranked, options) -> list:
     from pipeline.analysis.autoassist_summary import autoassist_comparison
     from pipeline.analysis.document import Section, frame_rows
     from pipeline.analysis.finish_rate import finish_rate, finish_rate_rows
-    from pipeline.analysis.lca_summary import lca_by_policy
+    from pipeline.methods.lca.summary import lca_by_policy
 
     sections = []
     settings = ranked[["model", "dataset"]].drop_duplicates() if {"model", "dataset"} <= set(ranked) else []

@@ -13,13 +13,11 @@ from torch.utils.data import TensorDataset
 
 from conftest import TINY, compose_job
 from pipeline.training.job import run_job
-from pipeline.training.lca import (
-    EvalLoss,
-    LCACallback,
-    eval_semantics,
+from pipeline.methods.lca.callback import LCACallback, is_measured
+from pipeline.methods.lca.loss import EvalLoss, eval_semantics
+from pipeline.methods.lca.quadrature import (
     first_order_lca,
     helping_fraction,
-    is_measured,
     layer_of,
     layer_sums,
     lca_step,
@@ -301,7 +299,7 @@ def test_every_step_in_a_window_reuses_the_end_gradient_and_the_losses_telescope
 def test_lca_summary_names_the_layers_that_helped_and_hurt_per_policy():
     import pandas as pd
 
-    from pipeline.analysis.lca_summary import lca_by_policy, lca_layers
+    from pipeline.methods.lca.summary import lca_by_policy, lca_layers
 
     runs = pd.DataFrame({
         "policy": ["fix", "fix", "triangle2", "cos"],

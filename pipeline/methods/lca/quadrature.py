@@ -25,14 +25,6 @@ import torch
 from pipeline.methods.lca.loss import EvalLoss, Params
 
 
-def simpson_weights(n: int) -> list[float]:
-    """Composite Simpson weights of the nodes ``j/n``, ``j = 0..n``, on ``[0, 1]``: ``[1, 4, 2, …, 4, 1] / 3n``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2 or n % 2:
-        raise ValueError(f"n must be an even integer >= 2 (Simpson sub-intervals), got {n!r}")
-    weights = [1.0] + [4.0 if j % 2 else 2.0 for j in range(1, n)] + [1.0]
-    return [w / (3 * n) for w in weights]
-
-
 def layer_of(name: str) -> str:
     """The layer a parameter belongs to: its owner module's name (``net.features.0.weight`` -> ``net.features.0``)."""
     return name.rpartition(".")[0] or name
@@ -58,7 +50,7 @@ class StepLCA:
     """LCA of one optimizer step.
 
     ``lca`` holds the per-parameter ``A`` (float64, shaped like the parameters). ``splits`` is the number of Simpson
-    sub-intervals used (0 for first-order LCA). ``end_grad`` is ``∇L(θ_{t+1})`` (float64), kept so the next step can start from it.
+    sub-intervals used. ``end_grad`` is ``∇L(θ_{t+1})`` (float64), kept so the next step can start from it.
     """
 
     lca: Params
@@ -135,11 +127,3 @@ def lca_step(
         n *= 2
         odd, _ = loss.gradients(origin, delta, [(2 * j + 1) / n for j in range(n // 2)], dtypes, reduce=True)
     return StepLCA(lca, loss0, loss1, n, g1)
-
-
-def first_order_lca(loss: EvalLoss, theta0: Params, theta1: Params) -> StepLCA:
-    """One-point LCA, ``A = Δθ ⊙ ∇L(θ_t)``: the first-order Taylor term, for comparison only (it is biased)."""
-    origin, delta, dtypes = _segment(theta0, theta1)
-    grads, losses = loss.gradients(origin, delta, [0.0, 1.0], dtypes)
-    lca = {name: delta[name] * grads[name][0] for name in origin}
-    return StepLCA(lca, float(losses[0]), float(losses[1]), 0, {name: g[1] for name, g in grads.items()})

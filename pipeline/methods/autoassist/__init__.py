@@ -14,10 +14,10 @@ Parts, each small and testable alone:
 - :mod:`.batches`: :class:`~.batches.KeptBatches`, the boss's training batches. It pulls raw batches from the data
   module's train loader (a new shuffled pass whenever one ends), scores them with the assistant, keeps each sample
   with probability ``keep_probability`` (a seeded generator, so a run is reproducible), and emits batches of exactly
-  ``batch_size`` kept samples. An epoch is a fixed number of emitted batches, ``ceil(N / (batch_size * world_size))``
-  for N training samples: the boss's batch size, its steps per epoch and so the LR policy's clock are the same as
-  without AutoAssist. This is the paper's convention: "an epoch" is N *trained-on* samples, and "fewer epochs" means
-  fewer boss gradient computations.
+  ``batch_size`` kept samples. An epoch is a fixed number of emitted batches, ``ceil((N // world_size) / batch_size)``
+  for N training samples (:mod:`pipeline.training.budget`, the rule every part of a run uses): the boss's batch
+  size, its steps per epoch and so the LR policy's clock are the same as without AutoAssist. This is the paper's
+  convention: "an epoch" is N *trained-on* samples, and "fewer epochs" means fewer boss gradient computations.
 - :mod:`.callback`: :class:`~.callback.AutoAssistCallback`, after each boss batch it trains the assistant on that
   batch and the boss's per-sample losses (``PolicyClassifier.last_sample_losses``: no extra forward pass), and logs,
   per optimizer step, ``autoassist/accept_rate`` (kept / scored raw samples since the previous step),

@@ -3,7 +3,6 @@ number per epoch, resumable exactly where the boss stopped."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import torch
 from torch import Tensor
 
 from pipeline.methods.autoassist.assistant import Assistant, keep_probability
+from pipeline.training import budget
 from pipeline.training.arguments import check_int, check_number
 from pipeline.training.data import derive_seed
 
@@ -76,9 +76,15 @@ class KeptBatches:
         self._generator = torch.Generator().manual_seed(derive_seed(self.seed, _KEEP_STREAM, rank))
 
     @property
+    def num_samples(self) -> int:
+        """Samples in one pass through the training data (all ranks)."""
+        return len(self.loader.dataset)
+
+    @property
     def batches_per_epoch(self) -> int:
-        """``ceil(N / (batch_size * world_size))``: as many boss batches per rank as an unfiltered epoch has."""
-        return max(math.ceil(len(self.loader.dataset) / (self.batch_size * self.world_size)), 1)
+        """As many boss batches per rank as an unfiltered epoch has (:func:`pipeline.training.budget.batches_per_epoch`:
+        ``ceil((N // world_size) / batch_size)``, at least 1)."""
+        return budget.batches_per_epoch(self.num_samples, self.batch_size, self.world_size)
 
     def __len__(self) -> int:
         return self.batches_per_epoch

@@ -12,6 +12,7 @@ import lightning as L
 
 from pipeline.methods.autoassist.assistant import Assistant, UpdateMeans
 from pipeline.methods.autoassist.batches import KeptBatches, TrainBatchesData
+from pipeline.training import budget
 from pipeline.training.arguments import check_int, check_number
 
 # Per-step series this callback writes; a resumed run must not write their steps twice.
@@ -43,8 +44,9 @@ class AutoAssistCallback(L.Callback):
         if trainer is None:
             return 0
         accumulate = trainer.accumulate_grad_batches
-        steps_per_epoch = math.ceil(self.batches.batches_per_epoch / accumulate)
-        return (trainer.global_step - trainer.current_epoch * steps_per_epoch) * accumulate
+        per_epoch = budget.steps_per_epoch(self.batches.num_samples, self.batches.batch_size, self.batches.world_size,
+                                           accumulate)
+        return (trainer.global_step - trainer.current_epoch * per_epoch) * accumulate
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":

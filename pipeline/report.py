@@ -80,10 +80,10 @@ def main(cfg: DictConfig) -> None:
 def cross_group_sections(runs, ranked, options) -> list:
     """Tables that exist only when their data does: Demon-style finish rates (several settings or momentum
     policies), LCA per policy (+analysis=lca runs), AutoAssist against the plain runs (+sampler=autoassist)."""
-    from pipeline.analysis.autoassist_summary import autoassist_comparison
     from pipeline.analysis.document import Section, frame_rows
     from pipeline.analysis.finish_rate import finish_rate, finish_rate_rows
-    from pipeline.analysis.lca_summary import lca_by_policy
+    from pipeline.methods.autoassist.summary import autoassist_comparison
+    from pipeline.methods.lca.summary import lca_by_policy
 
     sections = []
     settings = ranked[["model", "dataset"]].drop_duplicates() if {"model", "dataset"} <= set(ranked) else []

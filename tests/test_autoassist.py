@@ -10,9 +10,10 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from conftest import TINY, compose_job, train_runs
-from pipeline.analysis.autoassist_summary import autoassist_comparison
 from pipeline.config.checks import ConfigError, check
-from pipeline.training.autoassist import Assistant, KeptBatches, keep_probability
+from pipeline.methods.autoassist.assistant import Assistant, keep_probability
+from pipeline.methods.autoassist.batches import KeptBatches
+from pipeline.methods.autoassist.summary import autoassist_comparison
 from pipeline.training.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
 from pipeline.training.job import run_job
 
@@ -236,7 +237,7 @@ def test_comparison_treats_a_missing_sampler_column_as_none():
 
 @pytest.mark.slow
 def test_a_crashed_autoassist_run_resumes_from_its_checkpoint_and_finishes(store_uri, tmp_path, monkeypatch):
-    from pipeline.training.autoassist import AutoAssistCallback
+    from pipeline.methods.autoassist.callback import AutoAssistCallback
 
     cfg = compose_job(*SMALL, "+policy=fix", "+sampler=autoassist", "trainer.checkpoint_every_steps=10",
                       f"trainer.checkpoint_dir={tmp_path / 'checkpoints'}")

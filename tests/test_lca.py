@@ -13,18 +13,9 @@ from torch.utils.data import TensorDataset
 
 from conftest import TINY, compose_job
 from pipeline.training.job import run_job
-from pipeline.training.lca import (
-    EvalLoss,
-    LCACallback,
-    eval_semantics,
-    first_order_lca,
-    helping_fraction,
-    is_measured,
-    layer_of,
-    layer_sums,
-    lca_step,
-    simpson_weights,
-)
+from pipeline.methods.lca.callback import LCACallback, is_measured
+from pipeline.methods.lca.loss import EvalLoss, eval_semantics
+from pipeline.methods.lca.quadrature import StepLCA, helping_fraction, layer_of, layer_sums, lca_step
 
 
 def _data(n=256, features=20, classes=5, seed=0):
@@ -48,12 +39,38 @@ def _sgd_step(model, x, y, lr):
     return before, {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_simpson_weights_sum_to_one_and_follow_the_1_4_2_4_1_pattern():
-    assert simpson_weights(2) == pytest.approx([1 / 6, 4 / 6, 1 / 6])
-    w = simpson_weights(8)
-    assert sum(w) == pytest.approx(1.0) and w[1] / w[2] == pytest.approx(2.0) and w[0] / w[1] == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="n must be an even integer"):
-        simpson_weights(3)
+def _segment(theta0, theta1):
+    """(θ_t, Δθ) in float64 and the parameters' dtypes, as EvalLoss.gradients takes them."""
+    origin = {n: v.to(torch.float64) for n, v in theta0.items()}
+    return origin, {n: theta1[n].to(torch.float64) - origin[n] for n in origin}, {n: v.dtype for n, v in theta0.items()}
+
+
+def _first_order_lca(loss, theta0, theta1):
+    """One-point LCA, ``A = Δθ ⊙ ∇L(θ_t)``: the first-order Taylor term, the biased baseline Simpson is compared to."""
+    origin, delta, dtypes = _segment(theta0, theta1)
+    grads, losses = loss.gradients(origin, delta, [0.0, 1.0], dtypes)
+    lca = {name: delta[name] * grads[name][0] for name in origin}
+    return StepLCA(lca, float(losses[0]), float(losses[1]), 0, {name: g[1] for name, g in grads.items()})
+
+
+@pytest.mark.parametrize("n", [2, 8])
+def test_simpson_weights_sum_to_one_and_follow_the_1_4_2_4_1_pattern(n):
+    model = _mlp()
+    x, y = _data()
+    theta0, theta1 = _sgd_step(model, x, y, lr=20.0)
+    loss = EvalLoss(model, [(x, y)])
+    w = torch.tensor([1.0] + [4.0 if j % 2 else 2.0 for j in range(1, n)] + [1.0], dtype=torch.float64) / (3 * n)
+    assert float(w.sum()) == pytest.approx(1.0) and w[0] / w[1] == pytest.approx(0.25)
+    if n > 2:
+        assert w[1] / w[2] == pytest.approx(2.0)
+    with eval_semantics(model):
+        result = lca_step(loss, theta0, theta1, threshold=0.0, max_splits=n)  # split until n sub-intervals
+        origin, delta, dtypes = _segment(theta0, theta1)
+        grads, _ = loss.gradients(origin, delta, [j / n for j in range(n + 1)], dtypes)
+    assert result.splits == n
+    for name in result.lca:  # A = Δθ ⊙ Σ_j w_j ∇L(θ_t + (j/n)·Δθ)
+        expected = delta[name] * torch.tensordot(w, grads[name], dims=1)
+        torch.testing.assert_close(result.lca[name], expected, rtol=1e-9, atol=1e-12)
 
 
 def test_simpson_lca_conserves_a_small_step_far_better_than_first_order():
@@ -63,7 +80,7 @@ def test_simpson_lca_conserves_a_small_step_far_better_than_first_order():
     loss = EvalLoss(model, [(x[:100], y[:100]), (x[100:], y[100:])])  # uneven chunks: weighted by size
     with eval_semantics(model):
         simpson = lca_step(loss, theta0, theta1, threshold=1e-3, max_splits=2)
-        first = first_order_lca(loss, theta0, theta1)
+        first = _first_order_lca(loss, theta0, theta1)
     assert simpson.loss_change == pytest.approx(first.loss_change)
     assert simpson.loss_change < -0.05  # the step lowered the loss clearly
     assert simpson.conservation_error < 1e-3
@@ -301,7 +318,7 @@ def test_every_step_in_a_window_reuses_the_end_gradient_and_the_losses_telescope
 def test_lca_summary_names_the_layers_that_helped_and_hurt_per_policy():
     import pandas as pd
 
-    from pipeline.analysis.lca_summary import lca_by_policy, lca_layers
+    from pipeline.methods.lca.summary import lca_by_policy, lca_layers
 
     runs = pd.DataFrame({
         "policy": ["fix", "fix", "triangle2", "cos"],

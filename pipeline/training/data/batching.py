@@ -22,7 +22,7 @@ from pipeline.training.arguments import check_int
 from pipeline.training.budget import batches_per_epoch, steps_per_epoch
 
 # Independent random streams: each derived seed is keyed by (user seed, stream, ...). AutoAssist's keep/skip draws
-# use stream 3 (pipeline/training/autoassist.py).
+# use stream 3 (pipeline/methods/autoassist/).
 SPLIT_STREAM = 0
 ORDER_STREAM = 1
 SYNTHETIC_STREAM = 2  # keyed by `gen_seed`, not `seed`

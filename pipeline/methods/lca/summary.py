@@ -5,7 +5,7 @@ Input: a runs table (:func:`pipeline.tracking.runs.load_runs`), one row per run,
 - ``policy`` (str): the policy option the run used; rows are grouped by it.
 - ``seed`` (int, optional): the job seed; only counted (``seeds``).
 - ``summary/lca_cum/<layer>`` (float, loss units): the run's cumulative LCA of that layer over the measured steps,
-  written by :class:`pipeline.training.lca.LCACallback`. Negative: the layer's motion lowered the training loss
+  written by :class:`pipeline.methods.lca.callback.LCACallback`. Negative: the layer's motion lowered the training loss
   (it helped); positive: it raised it (it hurt). NaN or missing for runs without LCA.
 - ``summary/lca_helping_frac`` (float in [0, 1]): the run's mean share of parameters with negative LCA per measured
   step (the paper finds barely over half).

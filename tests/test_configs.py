@@ -64,6 +64,10 @@ def test_without_a_policy_the_optimizer_lr_is_recorded_as_fix():
         ("tracking.experiment=''", "tracking.experiment"),
         ("+warmup=linear warmup.warmup_steps=0", "warmup.warmup_steps"),
         ("dataset.batch_size=0", "dataset"),
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("seed=4294967296", "seed"),
+        ("run_name=[1,2]", "run_name"),
+        ("trainer.checkpoint_dir=/proc/x", "trainer.checkpoint_dir"),
     ],
 )
 def test_bad_value_is_rejected_with_a_message_naming_the_key(override, key):
@@ -71,3 +75,39 @@ def test_bad_value_is_rejected_with_a_message_naming_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         check(cfg)
     assert str(err.value).startswith(key) or f"{key}" in str(err.value).split(":")[0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+polcy=triangle2", "polcy is not a setting or config group; did you mean policy?"),
+        ("+trainer.max_stepz=10", "trainer.max_stepz is neither a run setting nor an argument of Lightning's Trainer; "
+                                  "did you mean trainer.max_steps?"),
+        ("+schedule.k_scal=2", "schedule.k_scal is not a setting; did you mean k_scale?"),
+        ("+tracking.experimnt=x", "tracking.experimnt is not a setting; did you mean experiment?"),
+        ("+trainer.logger=true", "trainer.logger is set by the pipeline"),
+    ],
+)
+def test_unknown_keys_after_plus_are_refused_naming_the_nearest_valid_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        check(compose_job("dataset=synthetic", override))
+    assert str(err.value).startswith(message)
+
+
+def test_any_lightning_trainer_argument_can_be_added_and_reaches_the_trainer():
+    job = check(compose_job("dataset=synthetic", "+trainer.gradient_clip_val=0.5"))
+    assert job.trainer.node["gradient_clip_val"] == 0.5
+    assert job.trainer.node["_target_"] == "lightning.pytorch.Trainer"
+    assert "targets" not in job.trainer.node and job.run.targets == (0.8, 0.85, 0.88)
+
+
+def test_a_group_from_the_users_own_config_folder_is_not_an_unknown_key(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    (tmp_path / "mygroup").mkdir()
+    (tmp_path / "mygroup" / "mine.yaml").write_text("width: 3\n")  # packaged as mygroup.width
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["dataset=synthetic", f"hydra.searchpath=[file://{tmp_path}]",
+                                                      "+mygroup=mine"], return_hydra_config=True)
+    assert cfg.mygroup.width == 3
+    assert check(cfg).config["mygroup"] == {"width": 3}

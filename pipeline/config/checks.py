@@ -77,20 +77,58 @@ def _instantiate(node: DictConfig, key: str) -> Any:
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
-    """The option chosen in each config group, from Hydra's runtime (or from a Compose-API config)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        choices = dict(HydraConfig.get().runtime.choices)
-    except ValueError:  # not under @hydra.main: a config from compose(..., return_hydra_config=True), or none
-        choices = dict(OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {})
-    return {g: str(choices[g]) for g in GROUPS if choices.get(g) is not None}
+    """The option chosen in each of the project's config groups, from Hydra's runtime (or a Compose-API config)."""
+    return {g: option for g, option in group_choices_all(cfg).items() if g in GROUPS}
 
 
 def job_config(cfg: DictConfig) -> dict:
     """The resolved job config without Hydra's own node: what the run's params and config artifact hold."""
     job_only = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     return OmegaConf.to_container(job_only, resolve=True)
+
+
+# -- keys ---------------------------------------------------------------------------------------------------------
+
+# Keys of conf/config.yaml's own (not groups); a top-level key must be one of these or a config group.
+TOP_LEVEL_KEYS = ("seed", "schedule", "study", "run_name", "hydra")
+SUB_KEYS = {"schedule": ("k_scale", "horizon_steps"), "tracking": ("uri", "experiment", "flush_every")}
+
+
+def _nearest(key: str, valid) -> str:
+    found = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return f"; did you mean {found[0]}?" if found else ""
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys that are neither settings nor config groups: ``+polcy=triangle2`` (a typo after ``+``) would
+    otherwise add a key nothing reads, and the job would silently run without a policy. Groups from a user's own
+    config folder (``--config-dir``, ``hydra.searchpath``) are Hydra choices, so they pass."""
+    groups = set(GROUPS) | set(group_choices_all(cfg))
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    groups |= {d.name for d in conf.iterdir() if d.is_dir()} if conf.is_dir() else set()
+    valid = set(TOP_LEVEL_KEYS) | groups
+    for key in cfg:
+        if key not in valid:
+            raise ConfigError(f"{key} is not a setting or config group{_nearest(str(key), valid)} "
+                              f"(settings: {', '.join(k for k in TOP_LEVEL_KEYS if k != 'hydra')}; "
+                              f"groups: {', '.join(sorted(g for g in groups if g != 'hydra'))})")
+    for group, keys in SUB_KEYS.items():
+        node = cfg.get(group)
+        for key in (node or {}):
+            if key not in keys:
+                raise ConfigError(f"{group}.{key} is not a setting{_nearest(str(key), keys)} "
+                                  f"({group} has {', '.join(keys)})")
+
+
+def group_choices_all(cfg: DictConfig) -> dict[str, str]:
+    """Every group Hydra chose an option of, the user's own groups included (``group_choices`` keeps the project's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:
+        choices = dict(OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {})
+    return {str(g).split("/")[0].split("@")[0]: str(v) for g, v in choices.items() if v is not None}
 
 
 # -- trainer ------------------------------------------------------------------------------------------------------
@@ -115,6 +153,7 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     folder = _select(cfg, "trainer.checkpoint_dir")
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")
+    _writable_folder("trainer.checkpoint_dir", Path(folder).resolve())
     targets = _select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
         raise ConfigError(f"trainer.targets must be a list of accuracies in (0, 1], got {targets!r}")
@@ -138,6 +177,21 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     )
 
 
+def _writable_folder(key: str, folder: Path) -> None:
+    """The folder, or the nearest folder above it that exists, takes a new entry (probed with a temporary folder that
+    is removed at once: a rejected command leaves nothing behind); else a ConfigError naming the key."""
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        Path(tempfile.mkdtemp(dir=existing, prefix=".probe-")).rmdir()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot create or write the folder {folder} ({exc.strerror} in {existing}); "
+                          "choose a writable folder") from None
+
+
 def check_trainer(cfg: DictConfig) -> TrainerSettings:
     """Lightning's arguments in the ``trainer`` group, as the node its Trainer is instantiated from."""
     max_steps = _int(cfg, "trainer.max_steps", 1, allowed=(-1,))
@@ -156,8 +210,7 @@ def check_trainer(cfg: DictConfig) -> TrainerSettings:
         if key in MANAGED_TRAINER_ARGS:
             raise ConfigError(f"trainer.{key} is set by the pipeline (from its run settings); remove it")
         if key not in known:
-            nearest = difflib.get_close_matches(key, sorted(known | set(RUN_KEYS)), n=1)
-            hint = f"; did you mean trainer.{nearest[0]}?" if nearest else ""
+            hint = _nearest(key, known | set(RUN_KEYS)).replace("mean ", "mean trainer.")
             raise ConfigError(f"trainer.{key} is neither a run setting nor an argument of Lightning's Trainer{hint}")
     t = cfg.trainer
     return TrainerSettings(
@@ -241,6 +294,7 @@ def check(cfg: DictConfig) -> Job:
     """Check every group of a composed job and build what can be built without data; raise ConfigError."""
     import torch
 
+    check_keys(cfg)
     seed = _checked(check_int, "seed", _select(cfg, "seed"), 0, MAX_SEED)
     run_name = _select(cfg, "run_name")
     if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
@@ -257,7 +311,8 @@ def check(cfg: DictConfig) -> Job:
         probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"optimizer: {exc}") from exc
-    lr = float(OmegaConf.select(cfg, "optimizer.lr", default=0.0) or 0.0)
+    lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    lr = 0.0 if lr is None else _float(cfg, "optimizer.lr", 0.0)  # torch lets a NaN learning rate through
     policy, policy_name = check_policy(cfg, lr)
     momentum = check_momentum(cfg, probe)
 

@@ -227,7 +227,10 @@ def use_channels_last(memory_format: str, net) -> bool:
 
 def record_setup(recorder, config: dict, training: Training, title: str) -> None:
     """Params and the artifacts every run carries from its start: the resolved config and its LR curve."""
-    recorder.params(flatten(config))
+    from pipeline.policies.spec import to_spec
+
+    # policy_config: the exact policy it trains under (warm-up, k scale, stretch), for the report to re-create it.
+    recorder.params({**flatten(config), "policy_config": json.dumps(to_spec(training.policy), sort_keys=True)})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
         lr_curve_png(training.policy, training.total_steps, Path(tmp) / "lr_curve.png", title)

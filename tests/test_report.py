@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from pipeline.policies import from_spec, to_spec
 from pipeline.tracking import runs as tracked
 from pipeline.tracking import store
 from pipeline.tracking.recorder import flatten
@@ -57,7 +58,8 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
     tags.update(extra_tags or {})
     run = client.create_run(experiment_id, run_name=run_name or f"{policy}-lenet5-synthetic-s{seed}", tags=tags)
     run_id = run.info.run_id
-    params = [Param(k, v) for k, v in flatten(config).items()]
+    recorded = {**flatten(config), "policy_config": json.dumps(to_spec(lr_policy), sort_keys=True)}
+    params = [Param(k, v) for k, v in recorded.items()]
     last_step = diverged_at if diverged_at is not None else STEPS
     metrics = []
     for t in range(last_step):
@@ -139,6 +141,8 @@ def test_load_runs_keeps_only_training_runs_with_flat_columns(lab):
     assert runs["momentum"].eq("none").all() and runs["k_scale"].eq(1.0).all()
     assert str(runs["seed"].dtype) == "Int64" and runs["summary/best_val_acc"].dtype == float
     assert "param.policy.k0" in runs and "param.trainer.targets" in runs
+    recorded = [from_spec(json.loads(spec)) for spec in runs["policy_config"]]
+    assert recorded == [instantiate(POLICIES[name]) for name in runs["policy"]]
     assert runs["parent_run_id"].eq(lab["parent"]).all()
     failed = runs[runs["status"] == "FAILED"]
     assert failed["failure"].tolist() == ["diverged"] and math.isnan(failed["summary/test_acc"].iloc[0])
@@ -282,8 +286,6 @@ def test_unknown_experiment_exits_2_listing_the_existing_ones(lab, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT / "conf" / "dataset" / "synthetic.yaml").exists(),
-                    reason="the training stage's synthetic dataset config is not there")
 def test_report_on_a_sweep_trained_by_the_real_pipeline(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = subprocess.run(

@@ -141,12 +141,6 @@ def test_k_scaled_runs_are_their_own_candidates_and_feed_the_robustness_tables()
     assert row["final_acc_spread"] == pytest.approx(0.9 - 0.0)  # the diverged run counts as accuracy 0
 
 
-def test_value_at_takes_the_last_logged_step_at_or_before():
-    h = pd.DataFrame({"run_id": "r", "key": "lr", "step": [0, 2, 4], "value": [1.0, 2.0, 3.0]})
-    assert scoring.value_at(h, "r", "lr", 3) == 2.0 and scoring.value_at(h, "r", "lr", 10) == 3.0
-    assert scoring.value_at(h, "other", "lr", 3) is None
-
-
 class _FakeStore:
     """A tracking store that records its calls: bulk reads only, 100 run ids at most per call."""
 

@@ -112,6 +112,18 @@ def test_a_bad_spec_is_a_value_error_naming_the_key(spec, message):
         from_spec(spec)
 
 
+def test_a_spec_nested_deeper_than_max_depth_is_refused_before_it_exhausts_the_stack():
+    from pipeline.policies.spec import MAX_DEPTH
+
+    spec = {"_target_": "pipeline.policies.Fix", "k0": 0.1}
+    for _ in range(MAX_DEPTH):
+        spec = {"_target_": "pipeline.policies.Scaled", "k_scale": 1.0, "policy": spec}
+    assert from_spec(spec)(0) == 0.1
+    deeper = {"_target_": "pipeline.policies.Scaled", "k_scale": 1.0, "policy": spec}
+    with pytest.raises(ValueError, match=rf"^policy(\.policy){{{MAX_DEPTH}}} nests policies deeper than {MAX_DEPTH}$"):
+        from_spec(deeper)
+
+
 def test_only_the_project_policy_classes_have_specs():
     with pytest.raises(ValueError, match="policy must be one of"):
         to_spec(lambda t: 0.1)

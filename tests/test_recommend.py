@@ -170,6 +170,8 @@ def test_no_composite_when_there_is_no_room_for_a_tail_or_no_recorded_policy_say
     with pytest.raises(composite.NotProposed, match=r"policy_config is not a valid policy: _target_ must be one of"):
         composite.propose_composite(best, {**POLICY_PARAMS, "policy_config": poisoned})
     assert not (tmp_path / "x").exists()
+    with pytest.raises(composite.NotProposed, match=r"policy_config is not a valid policy: nested too deep"):
+        composite.propose_composite(best, {**POLICY_PARAMS, "policy_config": "[" * 100_000 + "]" * 100_000})
 
 
 def test_a_recommendation_for_runs_recorded_without_policy_config_says_no_composite_rather_than_guessing():

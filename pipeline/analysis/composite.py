@@ -46,6 +46,8 @@ def recorded_policy(params: Mapping[str, object]):
         return from_spec(json.loads(text))
     except ValueError as error:  # json.JSONDecodeError is one too
         raise NotProposed(f"the run's {POLICY_CONFIG} is not a valid policy: {error}") from error
+    except RecursionError as error:  # JSON nested thousands deep: json.loads gives up before from_spec sees it
+        raise NotProposed(f"the run's {POLICY_CONFIG} is not a valid policy: nested too deep") from error
 
 
 @dataclass(frozen=True)

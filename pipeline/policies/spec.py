@@ -21,6 +21,9 @@ from collections.abc import Mapping
 TARGET = "_target_"
 _PREFIX = "pipeline.policies."
 _SEGMENT_KEYS = ("policy", "until_steps")
+# Policies inside policies: the job's wrappers over a composite of composites stay far below this; a deeper spec is
+# refused before it can exhaust Python's stack.
+MAX_DEPTH = 32
 
 
 @functools.cache
@@ -85,21 +88,28 @@ def _plain(name: str, value: object):
 # -- spec -> policy ------------------------------------------------------------------------------------------------
 
 
-def from_spec(spec: object, where: str = "") -> object:
+def from_spec(spec: object) -> object:
     """The policy a spec describes, built by its class's constructor.
 
     Raises ValueError naming the key (``segments[0].policy._target_``, ``policy.k0``) for a ``_target_`` that is
     not one of ``pipeline.policies``' classes, an unknown or missing key, a value that is not a number, a list of
-    numbers or (for a ``str`` field) a string, and any value the constructor rejects. ``where`` prefixes the keys
-    of a nested spec.
+    numbers or (for a ``str`` field) a string, a spec nested deeper than MAX_DEPTH policies, and any value the
+    constructor rejects.
     """
+    return _build(spec, "", 0)
+
+
+def _build(spec: object, where: str, depth: int) -> object:
+    """:func:`from_spec` of a spec nested ``depth`` policies deep, whose keys are named after ``where``."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where.rstrip('.')} nests policies deeper than {MAX_DEPTH}")
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where or 'spec'} must be a policy spec (a mapping with {TARGET}), "
                          f"got {type(spec).__name__} {spec!r}")
     classes = _classes()
     target = spec.get(TARGET)
     if not isinstance(target, str) or target not in classes:
-        raise ValueError(f"{where}{TARGET} must be one of {sorted(classes)}, got {target!r}")
+        raise ValueError(f"{where}{TARGET} must be one of {sorted(classes)}, got {target!r:.100}")
     cls = classes[target]
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(k) for k in spec if k != TARGET and k not in fields)
@@ -109,7 +119,8 @@ def from_spec(spec: object, where: str = "") -> object:
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ValueError(f"{where}{missing[0]} is required by {target}")
-    values = {name: _value(cls, name, value, f"{where}{name}") for name, value in spec.items() if name != TARGET}
+    values = {name: _value(cls, name, value, f"{where}{name}", depth) for name, value in spec.items()
+              if name != TARGET}
     try:
         return cls(**values)
     except ValueError as error:
@@ -117,11 +128,11 @@ def from_spec(spec: object, where: str = "") -> object:
         raise ValueError(f"{where}{error}") from error
 
 
-def _value(cls: type, name: str, value: object, key: str):
+def _value(cls: type, name: str, value: object, key: str, depth: int):
     if name == "policy":
-        return from_spec(value, f"{key}.")
+        return _build(value, f"{key}.", depth + 1)
     if name == "segments":
-        return _segments(value, key)
+        return _segments(value, key, depth)
     if name in _string_fields(cls):
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a string, got {type(value).__name__} {value!r}")
@@ -141,7 +152,7 @@ def _number(value: object, key: str) -> int | float:
     return value
 
 
-def _segments(value: object, key: str) -> list:
+def _segments(value: object, key: str, depth: int) -> list:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{key} must be a non-empty list of {{policy, until_steps}}, got {value!r}")
     out = []
@@ -154,7 +165,7 @@ def _segments(value: object, key: str) -> list:
             raise ValueError(f"{here}.{unknown[0]} is not a key of a segment (keys: policy, until_steps)")
         if "policy" not in item:
             raise ValueError(f"{here}.policy is required")
-        segment = {"policy": from_spec(item["policy"], f"{here}.policy.")}
+        segment = {"policy": _build(item["policy"], f"{here}.policy.", depth + 1)}
         if "until_steps" in item:
             segment["until_steps"] = _number(item["until_steps"], f"{here}.until_steps")
         out.append(segment)

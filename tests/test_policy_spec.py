@@ -106,6 +106,8 @@ def test_a_poisoned_spec_is_refused_naming_the_key_and_opens_no_file(tmp_path, w
      r"^segments\[0\]\.at is not a key of a segment"),
     ({"_target_": "pipeline.policies.Segment", "policy": {}}, r"^_target_ must be one of"),
     ("pipeline.policies.Fix", r"^spec must be a policy spec"),
+    ({"_target_": "pipeline.policies.Warmup", "warmup_steps": 5, "policy": [0.1]},
+     r"^policy must be a policy spec \(a mapping with _target_\), got list"),
 ])
 def test_a_bad_spec_is_a_value_error_naming_the_key(spec, message):
     with pytest.raises(ValueError, match=message):

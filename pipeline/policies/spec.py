@@ -104,8 +104,8 @@ def _build(spec: object, where: str, depth: int) -> object:
     if depth > MAX_DEPTH:
         raise ValueError(f"{where.rstrip('.')} nests policies deeper than {MAX_DEPTH}")
     if not isinstance(spec, Mapping):
-        raise ValueError(f"{where or 'spec'} must be a policy spec (a mapping with {TARGET}), "
-                         f"got {type(spec).__name__} {spec!r}")
+        raise ValueError(f"{where.rstrip('.') or 'spec'} must be a policy spec (a mapping with {TARGET}), "
+                         f"got {type(spec).__name__} {spec!r:.100}")
     classes = _classes()
     target = spec.get(TARGET)
     if not isinstance(target, str) or target not in classes:

@@ -286,7 +286,7 @@ def test_unknown_experiment_exits_2_listing_the_existing_ones(lab, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_a_sweep_trained_by_the_real_pipeline(tmp_path):
+def test_report_on_a_sweep_trained_by_the_real_pipeline_recommends_and_proposes_the_recorded_policy(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = subprocess.run(
         [sys.executable, "-m", "pipeline", "+policy=triangle2,inv,fix", "seed=0,1", "dataset=synthetic",
@@ -295,17 +295,31 @@ def test_report_on_a_sweep_trained_by_the_real_pipeline(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     parent = re.search(r"sweep parent run (\w+)", sweep.stdout)
     assert parent, sweep.stdout + sweep.stderr
+    # The target is the lowest accuracy of any run's first evaluation (step 10): every run reaches it there, so
+    # every candidate is good and a recommendation is certain, with 30 steps left for the composite's tail.
+    client = MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("lrbench").experiment_id])
+            if r.data.tags.get("kind") == "train"]
+    firsts = [min(client.get_metric_history(r.info.run_id, "val/acc"), key=lambda m: m.step) for r in runs]
+    assert {m.step for m in firsts} == {10}
+    target = min(m.value for m in firsts)
     out = tmp_path / "report"
-    # 40 steps are all rising curve: the late-fluctuation check is off, and a low target is reachable.
-    done = run_report(f"tracking.uri={uri}", f"parent_run_id={parent.group(1)}", f"out_dir={out}", "target=0.2",
-                      "max_fluctuation=1", "cache_dir=null")
+    # 40 steps are all rising curve: the late-fluctuation check is off.
+    done = run_report(f"tracking.uri={uri}", f"parent_run_id={parent.group(1)}", f"out_dir={out}",
+                      f"target={target!r}", "max_fluctuation=1", "cache_dir=null")
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
     (group,) = report["groups"]
     assert {r["policy"] for r in group["ranking"]} == {"triangle2", "inv", "fix"}
     assert sum(r["n_runs"] for r in group["ranking"]) == 6 and report["n_runs"] == 6
-    if group["recommendation"]["policy"] is not None:
-        assert (out / "policy" / "proposed_composite.yaml").exists()
+    assert all(r["good"] and r["steps_values"] == [10, 10] for r in group["ranking"])
+    recommended = group["recommendation"]
+    best = next(r for r in group["ranking"] if r["name"] == recommended["policy"])
+    trained = from_spec(json.loads(client.get_run(best["run_ids"][0]).data.params["policy_config"]))
+    assert recommended["composite"]["switch_step"] == 10
+    assert recommended["composite"]["lr_at_switch"] == trained(10)
+    proposed = OmegaConf.load(out / "policy" / "proposed_composite.yaml")
+    assert OmegaConf.to_container(proposed.segments[0].policy) == to_spec(trained)  # no warm-up, scale or stretch
 
 
 def test_store_passwords_never_reach_the_report_pages():

@@ -126,13 +126,14 @@ def report(options, uri: str, laps: Laps) -> None:
     terminal = runs.loc[runs["status"].isin(tracked.TERMINAL_STATUSES), "run_id"].tolist()
     cache = tracked.HistoryCache(options.cache_dir)
 
-    # 3. Score. Runs that did not record the report's target get it from their val/acc curve (one bulk read).
+    # 3. Score. Runs that did not record the report's target get it from their val/acc curve (one bulk read), every
+    #    point of it: a thinned curve would put the first step at the target late.
     criteria = scoring.Criteria(options.target, options.budget_steps, options.budget_s, options.confidence)
     unrecorded = scoring.needs_history(runs, options.target)
     evals = scoring.evaluations_per_run(runs)
     reached = {}
     if unrecorded:
-        histories = tracked.load_histories(uri, unrecorded, ["val/acc"], options.max_points, cache, terminal, evals)
+        histories = tracked.load_histories(uri, unrecorded, ["val/acc"], tracked.ALL_POINTS, cache, terminal, evals)
         reached = scoring.first_reach_steps(histories, options.target)
     outcomes = scoring.run_outcomes(runs, criteria, reached)
     scores = scoring.score_candidates(outcomes, criteria)
@@ -157,9 +158,8 @@ def report(options, uri: str, laps: Laps) -> None:
     for g in groups:
         group_ranked = ranked[ranked["group"] == g].reset_index(drop=True)
         group_lr, group_acc = chosen[g]
-        rec = recommend.recommendation_for(group_ranked, outcomes, curves, group_lr, options.target,
-                                           options.rank_by, options.baseline, options.alpha, options.budget_s,
-                                           options.tail_factor)
+        rec = recommend.recommendation_for(group_ranked, outcomes, group_lr, options.target, options.rank_by,
+                                           options.baseline, options.alpha, options.budget_s, options.tail_factor)
         name = command = None
         if rec.composite is not None:
             name = "proposed_composite" + ("" if len(groups) == 1 else f"_{slug(g)}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hydra.utils import instantiate
 from scipy import stats
 from test_scoring import make_run, table
 
 from pipeline.analysis import composite, recommend, scoring
+from pipeline.policies import Scaled, Stretched, Triangle2, Warmup, to_spec
 
 TARGET = 0.85
 
@@ -113,20 +116,15 @@ def test_no_good_policy_gives_no_recommendation_and_names_the_closest():
     assert rec.text.startswith("no policy reached 0.85") and "closest: sin2 (1 of 2 seeds)" in rec.text
 
 
-POLICY_PARAMS = {"param.policy._target_": "pipeline.policies.Triangle2", "param.policy.k0": "0.01",
-                 "param.policy.k1": "0.06", "param.policy.l": "20", "param.optimizer.lr": "0.01",
+POLICY = Triangle2(k0=0.01, k1=0.06, l=20)
+POLICY_PARAMS = {"policy_config": json.dumps(to_spec(POLICY), sort_keys=True), "param.optimizer.lr": "0.01",
                  "param.trainer.max_steps": "100"}
 
 
-def test_policy_nodes_are_rebuilt_from_flattened_params():
-    assert composite.policy_node(POLICY_PARAMS) == {"_target_": "pipeline.policies.Triangle2", "k0": 0.01,
-                                                    "k1": 0.06, "l": 20}
-    nstep = {"param.policy._target_": "pipeline.policies.NStep", "param.policy.k0": "0.05",
-             "param.policy.gamma": "0.1", "param.policy.l": "[5000, 7500]"}
-    assert composite.policy_node(nstep)["l"] == [5000, 7500]
-    assert composite.policy_node({"param.optimizer.lr": "0.02"}, "fix") == {"_target_": "pipeline.policies.Fix",
-                                                                             "k0": 0.02}
-    assert composite.policy_node({}, "triangle2") is None
+def test_the_recorded_policy_is_re_created_from_policy_config():
+    assert composite.recorded_policy(POLICY_PARAMS) == POLICY
+    with pytest.raises(composite.NotProposed, match=r"^the run did not record its policy \(policy_config\)$"):
+        composite.recorded_policy({"param.policy._target_": "pipeline.policies.Triangle2", "param.policy.k0": "0.01"})
 
 
 def _best(*rows):
@@ -136,30 +134,57 @@ def _best(*rows):
 
 def test_composite_runs_the_recommended_policy_until_its_slowest_seed_reached_the_target_then_a_low_fix():
     best = _best(make_run("triangle2", 0, 30, params=POLICY_PARAMS), make_run("triangle2", 1, 40, params=POLICY_PARAMS))
-    head = instantiate(composite.policy_node(POLICY_PARAMS))
-    proposal = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, head(40), 0.1)
-    assert proposal.switch_step == 40 and proposal.tail_lr == pytest.approx(0.1 * head(40), rel=1e-2)
+    proposal = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.1)
+    assert proposal.switch_step == 40 and proposal.lr_at_switch == POLICY(40)  # evaluated, not read off a curve
+    assert proposal.tail_lr == pytest.approx(0.1 * POLICY(40), rel=1e-2)
     assert proposal.overrides == ["model=lenet5", "dataset=synthetic", "optimizer=momentum", "trainer.max_steps=100"]
+    assert proposal.node["segments"][0]["policy"] == {"_target_": "pipeline.policies.Triangle2", "k0": 0.01,
+                                                      "k1": 0.06, "l": 20}
     policy = instantiate(proposal.node)  # a valid pipeline.policies.Composite
-    assert [policy(t) for t in (0, 10, 39)] == [head(0), head(10), head(39)]
+    assert [policy(t) for t in (0, 10, 39)] == [POLICY(0), POLICY(10), POLICY(39)]
     assert policy(40) == policy(99) == proposal.tail_lr
 
 
 def test_composite_keeps_the_runs_k_scale_stretch_and_warmup():
-    params = {**POLICY_PARAMS, "param.schedule.horizon_steps": "1000", "param.warmup.warmup_steps": "50",
-              "summary/steps": 100}
+    trained = Stretched(Scaled(Warmup(POLICY, warmup_steps=50), 5.0), horizon_steps=1000, total_steps=100)
+    params = {**POLICY_PARAMS, "policy_config": json.dumps(to_spec(trained)), "param.schedule.horizon_steps": "1000",
+              "param.warmup.warmup_steps": "50", "summary/steps": 100}
     best = _best(make_run("triangle2", 0, 60, k_scale=5.0, warmup="linear", params=params,
                           spec="lrPolicy_TRI2+k0_0.01+k1_0.06+l_20-SCALE-5"))
-    proposal = composite.propose_composite(best, params, lr_at_switch=0.2, tail_factor=0.1)
+    proposal = composite.propose_composite(best, params, tail_factor=0.1)
+    assert proposal.lr_at_switch == trained(60)
     # step 60 of 100 is policy step 600 of 1000; the warm-up's 50 steps come first
     assert proposal.node["segments"][0]["until_steps"] == 550
-    assert proposal.node["segments"][1]["policy"]["k0"] == pytest.approx(0.02 / 5)  # scaled back up by k_scale 5
+    assert proposal.node["segments"][0]["policy"] == to_spec(POLICY)  # the head is the policy inside the wrappers
+    assert proposal.node["segments"][1]["policy"]["k0"] == pytest.approx(proposal.tail_lr / 5)  # scaled up by 5
     assert {"+warmup=linear", "schedule.k_scale=5", "schedule.horizon_steps=1000"} <= set(proposal.overrides)
 
 
-def test_no_composite_when_there_is_no_room_for_a_tail_or_no_policy_to_rebuild_says_why():
+def test_no_composite_when_there_is_no_room_for_a_tail_or_no_recorded_policy_says_why(tmp_path):
     best = _best(make_run("triangle2", 0, 100, params=POLICY_PARAMS))
     with pytest.raises(composite.NotProposed, match="end of the budget"):
-        composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.05)
-    with pytest.raises(composite.NotProposed, match="cannot be rebuilt"):
-        composite.propose_composite(best, {"summary/steps": 100}, 0.05)
+        composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100})
+    with pytest.raises(composite.NotProposed, match=r"did not record its policy \(policy_config\)"):
+        composite.propose_composite(best, {"summary/steps": 100})
+    poisoned = json.dumps({"_target_": "builtins.open", "_args_": [str(tmp_path / "x"), "w"]})
+    with pytest.raises(composite.NotProposed, match=r"policy_config is not a valid policy: _target_ must be one of"):
+        composite.propose_composite(best, {**POLICY_PARAMS, "policy_config": poisoned})
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(composite.NotProposed, match=r"policy_config is not a valid policy: nested too deep"):
+        composite.propose_composite(best, {**POLICY_PARAMS, "policy_config": "[" * 100_000 + "]" * 100_000})
+
+
+def test_a_recommendation_for_runs_recorded_without_policy_config_says_no_composite_rather_than_guessing():
+    old = {k: v for k, v in POLICY_PARAMS.items() if k != "policy_config"}
+    old |= {"param.policy._target_": "pipeline.policies.Triangle2", "param.policy.k0": "0.01",
+            "param.policy.k1": "0.06", "param.policy.l": "20"}
+    rows = [make_run("triangle2", s, 30 + s, params=old) for s in (0, 1)]
+    ranked = ranked_of(*rows)
+    outcomes = scoring.run_outcomes(table(*rows), scoring.Criteria(TARGET))
+    rec = recommend.recommendation_for(ranked, outcomes, {}, TARGET, "steps", "inv", 0.05, None, 0.1)
+    assert rec.policy == "triangle2" and rec.composite is None
+    assert rec.notes == ["No composite proposed: the run did not record its policy (policy_config)."]
+    recorded = [make_run("triangle2", s, 30 + s, params=POLICY_PARAMS) for s in (0, 1)]
+    outcomes = scoring.run_outcomes(table(*recorded), scoring.Criteria(TARGET))
+    rec = recommend.recommendation_for(ranked_of(*recorded), outcomes, {}, TARGET, "steps", "inv", 0.05, None, 0.1)
+    assert rec.composite.switch_step == 31 and rec.composite.lr_at_switch == POLICY(31)

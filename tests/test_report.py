@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from pipeline.policies import from_spec, to_spec
 from pipeline.tracking import runs as tracked
 from pipeline.tracking import store
 from pipeline.tracking.recorder import flatten
@@ -57,7 +58,8 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
     tags.update(extra_tags or {})
     run = client.create_run(experiment_id, run_name=run_name or f"{policy}-lenet5-synthetic-s{seed}", tags=tags)
     run_id = run.info.run_id
-    params = [Param(k, v) for k, v in flatten(config).items()]
+    recorded = {**flatten(config), "policy_config": json.dumps(to_spec(lr_policy), sort_keys=True)}
+    params = [Param(k, v) for k, v in recorded.items()]
     last_step = diverged_at if diverged_at is not None else STEPS
     metrics = []
     for t in range(last_step):
@@ -139,6 +141,8 @@ def test_load_runs_keeps_only_training_runs_with_flat_columns(lab):
     assert runs["momentum"].eq("none").all() and runs["k_scale"].eq(1.0).all()
     assert str(runs["seed"].dtype) == "Int64" and runs["summary/best_val_acc"].dtype == float
     assert "param.policy.k0" in runs and "param.trainer.targets" in runs
+    recorded = [from_spec(json.loads(spec)) for spec in runs["policy_config"]]
+    assert recorded == [instantiate(POLICIES[name]) for name in runs["policy"]]
     assert runs["parent_run_id"].eq(lab["parent"]).all()
     failed = runs[runs["status"] == "FAILED"]
     assert failed["failure"].tolist() == ["diverged"] and math.isnan(failed["summary/test_acc"].iloc[0])
@@ -282,9 +286,7 @@ def test_unknown_experiment_exits_2_listing_the_existing_ones(lab, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT / "conf" / "dataset" / "synthetic.yaml").exists(),
-                    reason="the training stage's synthetic dataset config is not there")
-def test_report_on_a_sweep_trained_by_the_real_pipeline(tmp_path):
+def test_report_on_a_sweep_trained_by_the_real_pipeline_recommends_and_proposes_the_recorded_policy(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = subprocess.run(
         [sys.executable, "-m", "pipeline", "+policy=triangle2,inv,fix", "seed=0,1", "dataset=synthetic",
@@ -293,17 +295,31 @@ def test_report_on_a_sweep_trained_by_the_real_pipeline(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     parent = re.search(r"sweep parent run (\w+)", sweep.stdout)
     assert parent, sweep.stdout + sweep.stderr
+    # The target is the lowest accuracy of any run's first evaluation (step 10): every run reaches it there, so
+    # every candidate is good and a recommendation is certain, with 30 steps left for the composite's tail.
+    client = MlflowClient(uri)
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("lrbench").experiment_id])
+            if r.data.tags.get("kind") == "train"]
+    firsts = [min(client.get_metric_history(r.info.run_id, "val/acc"), key=lambda m: m.step) for r in runs]
+    assert {m.step for m in firsts} == {10}
+    target = min(m.value for m in firsts)
     out = tmp_path / "report"
-    # 40 steps are all rising curve: the late-fluctuation check is off, and a low target is reachable.
-    done = run_report(f"tracking.uri={uri}", f"parent_run_id={parent.group(1)}", f"out_dir={out}", "target=0.2",
-                      "max_fluctuation=1", "cache_dir=null")
+    # 40 steps are all rising curve: the late-fluctuation check is off.
+    done = run_report(f"tracking.uri={uri}", f"parent_run_id={parent.group(1)}", f"out_dir={out}",
+                      f"target={target!r}", "max_fluctuation=1", "cache_dir=null")
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
     (group,) = report["groups"]
     assert {r["policy"] for r in group["ranking"]} == {"triangle2", "inv", "fix"}
     assert sum(r["n_runs"] for r in group["ranking"]) == 6 and report["n_runs"] == 6
-    if group["recommendation"]["policy"] is not None:
-        assert (out / "policy" / "proposed_composite.yaml").exists()
+    assert all(r["good"] and r["steps_values"] == [10, 10] for r in group["ranking"])
+    recommended = group["recommendation"]
+    best = next(r for r in group["ranking"] if r["name"] == recommended["policy"])
+    trained = from_spec(json.loads(client.get_run(best["run_ids"][0]).data.params["policy_config"]))
+    assert recommended["composite"]["switch_step"] == 10
+    assert recommended["composite"]["lr_at_switch"] == trained(10)
+    proposed = OmegaConf.load(out / "policy" / "proposed_composite.yaml")
+    assert OmegaConf.to_container(proposed.segments[0].policy) == to_spec(trained)  # no warm-up, scale or stretch
 
 
 def test_store_passwords_never_reach_the_report_pages():

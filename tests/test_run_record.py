@@ -25,6 +25,7 @@ def test_a_run_records_the_same_keys_tags_and_curves_as_before_the_reshape(store
     (run,) = train_runs(store_uri)
     client = MlflowClient(store_uri)
     assert sorted(set(run.data.params) - ADDED_PARAMS) == BEFORE["params"]
+    assert ADDED_PARAMS <= set(run.data.params)
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "git_commit"}
     assert tags == BEFORE["tags"]
     assert sorted(run.data.metrics) == BEFORE["metrics"]

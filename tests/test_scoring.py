@@ -141,12 +141,6 @@ def test_k_scaled_runs_are_their_own_candidates_and_feed_the_robustness_tables()
     assert row["final_acc_spread"] == pytest.approx(0.9 - 0.0)  # the diverged run counts as accuracy 0
 
 
-def test_value_at_takes_the_last_logged_step_at_or_before():
-    h = pd.DataFrame({"run_id": "r", "key": "lr", "step": [0, 2, 4], "value": [1.0, 2.0, 3.0]})
-    assert scoring.value_at(h, "r", "lr", 3) == 2.0 and scoring.value_at(h, "r", "lr", 10) == 3.0
-    assert scoring.value_at(h, "other", "lr", 3) is None
-
-
 class _FakeStore:
     """A tracking store that records its calls: bulk reads only, 100 run ids at most per call."""
 
@@ -200,3 +194,41 @@ def test_short_series_are_read_with_one_query_per_100_runs_and_long_ones_fall_ba
     assert fake.calls == [("whole", 100, "val/acc"), ("whole", 50, "val/acc"),
                           ("whole", 100, "lr"), ("bulk", 100, "lr"), ("whole", 50, "lr"), ("bulk", 50, "lr")]
     assert (out[out["key"] == "val/acc"].groupby("run_id").size() == 3).all()
+
+
+class _FakeWholeStore(_FakeSqlStore):
+    """Also answers one run's whole history, in pages of 2,000 points as a tracking server may send it."""
+
+    def get_metric_history(self, run_id, metric_key, page_token=None):
+        from types import SimpleNamespace
+
+        self.calls.append(("run", run_id, metric_key))
+        start = int(page_token or 0)
+        page = [SimpleNamespace(run_id=run_id, key=metric_key, step=s, value=0.5, timestamp=s)
+                for s in range(start, min(start + 2000, 5000))]
+        return _Page(page, str(start + 2000) if start + 2000 < 5000 else None)
+
+
+class _Page(list):
+    """A list with the next page's token, like MLflow's PagedList."""
+
+    def __init__(self, items, token):
+        super().__init__(items)
+        self.token = token
+
+
+def test_all_points_are_never_sampled_short_series_in_one_query_long_ones_run_by_run_and_cached_apart():
+    from pipeline.tracking.runs import ALL_POINTS, HistoryCache
+
+    fake, cache, ids = _FakeWholeStore(), HistoryCache(), ["a", "b"]
+    out = fetch_histories(lambda: fake, ids, ["val/acc", "lr"], ALL_POINTS, cache, terminal=ids, points_per_run=3)
+    # lr has 5,000 points, more than the one query's row limit: every point of it, run by run, page by page.
+    assert fake.calls == [("whole", 2, "val/acc"), ("whole", 2, "lr"), ("run", "a", "lr"), ("run", "a", "lr"),
+                          ("run", "a", "lr"), ("run", "b", "lr"), ("run", "b", "lr"), ("run", "b", "lr")]
+    assert out[out["key"] == "lr"].groupby("run_id")["step"].apply(list).tolist() == [list(range(5000))] * 2
+    assert (out[out["key"] == "val/acc"].groupby("run_id").size() == 3).all()
+    fake.calls.clear()
+    again = fetch_histories(lambda: fake, ids, ["lr"], ALL_POINTS, cache, terminal=ids)
+    assert fake.calls == [] and again.equals(out[out["key"] == "lr"].reset_index(drop=True))  # from the cache
+    fetch_histories(lambda: fake, ids, ["lr"], 1000, cache, terminal=ids)
+    assert fake.calls == [("bulk", 2, "lr")]  # a sampled read is cached apart from the whole one

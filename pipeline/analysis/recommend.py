@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipeline.analysis.composite import CompositeProposal, NotProposed, propose_composite
-from pipeline.analysis.scoring import target_label, value_at
+from pipeline.analysis.scoring import target_label
 
 
 # -- verdicts and ranking ------------------------------------------------------------------------------------------
@@ -198,8 +198,8 @@ class Recommendation:
 
 def recommend_group(ranked: pd.DataFrame, target: float, rank_by: str, baseline: str, alpha: float,
                     budget_s: float | None = None) -> Recommendation:
-    """The recommendation for one group's ranked candidates (:func:`rank`); the composite is added by the caller
-    (it needs the LR history), see :func:`propose_composite`."""
+    """The recommendation for one group's ranked candidates (:func:`rank`); the composite is added by
+    :func:`recommendation_for` (it needs a run's recorded policy), see :func:`propose_composite`."""
     group = ranked["group"].iloc[0]
     good = ranked[ranked["good"]]
     label = target_label(target)
@@ -225,20 +225,19 @@ def _nan0(x: float) -> float:
     return 0.0 if x is None or math.isnan(x) else x
 
 
-def recommendation_for(ranked: pd.DataFrame, outcomes: pd.DataFrame, lr_histories: pd.DataFrame,
-                       lr_runs: Mapping[str, str], target: float, rank_by: str, baseline: str, alpha: float,
-                       budget_s: float | None, tail_factor: float) -> Recommendation:
-    """:func:`recommend_group` plus the composite proposal, whose switch LR is read from the recommended
-    candidate's ``lr`` history (``lr_runs``: run id -> candidate name of the plotted LR curves)."""
+def recommendation_for(ranked: pd.DataFrame, outcomes: pd.DataFrame, lr_runs: Mapping[str, str], target: float,
+                       rank_by: str, baseline: str, alpha: float, budget_s: float | None, tail_factor: float
+                       ) -> Recommendation:
+    """:func:`recommend_group` plus the composite proposal, built from the policy that the recommended candidate's
+    run recorded (its plotted run in ``lr_runs``, run id -> candidate name, else its first run) and evaluated at
+    the switch step."""
     rec = recommend_group(ranked, target, rank_by, baseline, alpha, budget_s)
     if rec.policy is None:
         return rec
     best = ranked.iloc[0].to_dict()
-    lr_run = next((run for run, name in lr_runs.items() if name == best["name"]), None)
-    switch = int(math.ceil(max(best["steps_values"])))
-    lr_at = value_at(lr_histories, lr_run, "lr", switch) if lr_run else None
-    params = outcomes.loc[outcomes["run_id"] == (lr_run or best["run_ids"][0])].iloc[0].to_dict()
+    run = next((run for run, name in lr_runs.items() if name == best["name"]), best["run_ids"][0])
+    params = outcomes.loc[outcomes["run_id"] == run].iloc[0].to_dict()
     try:
-        return dataclasses.replace(rec, composite=propose_composite(best, params, lr_at, tail_factor))
+        return dataclasses.replace(rec, composite=propose_composite(best, params, tail_factor))
     except NotProposed as reason:
         return dataclasses.replace(rec, notes=[*rec.notes, f"No composite proposed: {reason}."])

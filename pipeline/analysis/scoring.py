@@ -281,12 +281,6 @@ def k_scale_robustness(outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     return per_scale.drop(columns="all_reached"), sensitivity
 
 
-def value_at(histories: pd.DataFrame, run_id: str, key: str, step: int) -> float | None:
-    """The value of ``key`` logged at the last step <= ``step`` in ``run_id``'s history; None if none."""
-    h = histories[(histories["run_id"] == run_id) & (histories["key"] == key) & (histories["step"] <= step)]
-    return float(h.sort_values("step")["value"].iloc[-1]) if len(h) else None
-
-
 def evaluations_per_run(runs: pd.DataFrame) -> int | None:
     """The most ``val/*`` points any of ``runs`` logged (steps run / evaluation interval, plus the final one);
     None when the runs do not record their interval. A hint for reading short series in one query."""

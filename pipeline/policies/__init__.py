@@ -19,6 +19,7 @@ from .lr import (
     curve,
 )
 from .momentum import CyclicMomentum, Demon, MomentumPolicy
+from .spec import from_spec, to_spec
 
 __all__ = [
     "Composite",
@@ -44,4 +45,6 @@ __all__ = [
     "TriangleExp",
     "Warmup",
     "curve",
+    "from_spec",
+    "to_spec",
 ]

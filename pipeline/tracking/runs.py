@@ -39,9 +39,14 @@ TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "moment
                "failure", "error", "git_commit")
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy and its budget.
 PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.")
+# The param holding the JSON spec of the exact policy a run trained under (pipeline.policies.spec); runs recorded
+# before it existed have none.
+POLICY_CONFIG = "policy_config"
 HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
+# max_points that reads every point of a curve, unthinned: where an exact step matters (first step at a target).
+ALL_POINTS = None
 BASE_COLUMNS = ["run_id", "run_name", "experiment", "experiment_id", "status", "start_time", "end_time",
-                "parent_run_id", *TAG_COLUMNS, "seed", "k_scale"]
+                "parent_run_id", *TAG_COLUMNS, "seed", "k_scale", POLICY_CONFIG]
 # Rows per index that a bounded ANALYZE samples (SQLite's recommended range is 100-1000).
 ANALYSIS_LIMIT = 400
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -156,6 +161,7 @@ def run_row(run, experiment_name: str) -> dict:
     row["warmup"] = row["warmup"] or "none"
     row["seed"] = _as_int(tags.get("seed", params.get("seed")))
     row["k_scale"] = _as_float(tags.get("k_scale"), 1.0)
+    row[POLICY_CONFIG] = params.get(POLICY_CONFIG)
     row.update({k: float(v) for k, v in data.metrics.items() if k.startswith("summary/")})
     row.update({f"param.{k}": v for k, v in params.items() if k.startswith(PARAM_PREFIXES)})
     return row
@@ -182,9 +188,10 @@ def load_runs(uri: str, experiments: Sequence[str] | None = None, parent_run_id:
 
     One paged ``search_runs`` query. Report and sweep runs (``kind=report``, ``kind=sweep``) are left out. Columns:
     run_id, run_name, experiment, experiment_id, status, start_time, end_time (UTC), parent_run_id, the contract
-    tags (momentum and warmup default to ``"none"``), seed (Int64), k_scale (float, default 1.0), every
-    ``summary/*`` metric (float, NaN where absent) and the ``policy.*``, ``optimizer.*``, ``trainer.*``,
-    ``warmup.*``, ``momentum.*`` and ``schedule.*`` params as ``param.<key>`` strings.
+    tags (momentum and warmup default to ``"none"``), seed (Int64), k_scale (float, default 1.0), policy_config
+    (the JSON spec of the run's policy; None before runs recorded it), every ``summary/*`` metric (float, NaN
+    where absent) and the ``policy.*``, ``optimizer.*``, ``trainer.*``, ``warmup.*``, ``momentum.*`` and
+    ``schedule.*`` params as ``param.<key>`` strings.
     """
     from mlflow.exceptions import MlflowException
 
@@ -215,9 +222,15 @@ def load_runs(uri: str, experiments: Sequence[str] | None = None, parent_run_id:
 # -- histories -----------------------------------------------------------------------------------------------------
 
 
+def _points_key(max_points: int | None) -> int:
+    """The cache's max_points: 0 stands for ALL_POINTS (a parquet column holds ints, not None)."""
+    return 0 if max_points is ALL_POINTS else max_points
+
+
 class HistoryCache:
-    """Histories of finished runs, keyed by (run id, metric key, max points); in memory, and on disk if a folder
-    is given (one parquet file, replaced atomically). Run ids are unique across stores, so one cache serves all."""
+    """Histories of finished runs, keyed by (run id, metric key, max points, None for every point); in memory, and
+    on disk if a folder is given (one parquet file, replaced atomically). Run ids are unique across stores, so one
+    cache serves all."""
 
     FILE = "histories.parquet"
 
@@ -235,11 +248,11 @@ class HistoryCache:
                 for (run_id, key, points), part in stored.groupby(["run_id", "key", "max_points"], sort=False):
                     self._frames[(run_id, key, int(points))] = part[HISTORY_COLUMNS].reset_index(drop=True)
 
-    def get(self, run_id: str, key: str, max_points: int) -> pd.DataFrame | None:
-        return self._frames.get((run_id, key, max_points))
+    def get(self, run_id: str, key: str, max_points: int | None) -> pd.DataFrame | None:
+        return self._frames.get((run_id, key, _points_key(max_points)))
 
-    def put(self, run_id: str, key: str, max_points: int, frame: pd.DataFrame) -> None:
-        self._frames[(run_id, key, max_points)] = frame
+    def put(self, run_id: str, key: str, max_points: int | None, frame: pd.DataFrame) -> None:
+        self._frames[(run_id, key, _points_key(max_points))] = frame
         self._dirty = True
 
     def save(self) -> None:
@@ -269,9 +282,9 @@ def _frame(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
     return _typed(pd.DataFrame(rows, columns=HISTORY_COLUMNS))
 
 
-def _sample(points: list, max_points: int) -> list:
-    """At most ``max_points`` evenly spaced points, first and last kept (MLflow's own sampling)."""
-    if len(points) <= max_points:
+def _sample(points: list, max_points: int | None) -> list:
+    """At most ``max_points`` evenly spaced points, first and last kept (MLflow's own sampling); all for None."""
+    if max_points is ALL_POINTS or len(points) <= max_points:
         return points
     picks = {round(i * (len(points) - 1) / (max_points - 1)) for i in range(max_points)}
     return [p for i, p in enumerate(points) if i in picks]
@@ -283,6 +296,16 @@ def _own(tracking_store, method: str) -> bool:
 
     found = getattr(type(tracking_store), method, None)
     return found is not None and found is not getattr(AbstractStore, method, None)
+
+
+def _whole_history(tracking_store, run_id: str, key: str) -> list:
+    """Every point of one run's curve in step order, following a server's pages if it sends them."""
+    history = tracking_store.get_metric_history(run_id, key)
+    points, token = list(history), getattr(history, "token", None)
+    while token:
+        page = tracking_store.get_metric_history(run_id, key, page_token=token)
+        points, token = points + list(page), getattr(page, "token", None)
+    return sorted(points, key=lambda m: (m.step, m.timestamp))
 
 
 def _server_bulk(tracking_store, run_ids: list[str], key: str, max_points: int) -> list[tuple] | None:
@@ -303,9 +326,11 @@ def _server_bulk(tracking_store, run_ids: list[str], key: str, max_points: int) 
     return rows
 
 
-def _chunk(tracking_store, run_ids: list[str], key: str, max_points: int, points_per_run: int | None) -> list:
+def _chunk(tracking_store, run_ids: list[str], key: str, max_points: int | None, points_per_run: int | None
+           ) -> list:
     """One key's histories of at most 100 runs, with as few store requests as the store allows."""
-    if points_per_run and points_per_run <= max_points and _own(tracking_store, "get_metric_history_bulk"):
+    whole = max_points is ALL_POINTS
+    if points_per_run and (whole or points_per_run <= max_points) and _own(tracking_store, "get_metric_history_bulk"):
         # Short series (one point per evaluation): one query for all the runs beats sampling each run on its own.
         limit = len(run_ids) * points_per_run * 2 + 1  # x2: room for re-logged steps; hitting it means "dense"
         found = tracking_store.get_metric_history_bulk(run_ids, key, limit)
@@ -315,23 +340,23 @@ def _chunk(tracking_store, run_ids: list[str], key: str, max_points: int, points
                 by_run.setdefault(m.run_id, []).append(m)
             return [(run_id, key, m.step, m.value) for run_id, points in by_run.items()
                     for m in _sample(sorted(points, key=lambda m: (m.step, m.timestamp)), max_points)]
-    if _own(tracking_store, "get_metric_history_bulk_interval"):
+    if not whole and _own(tracking_store, "get_metric_history_bulk_interval"):
         return [(m.run_id, m.key, m.step, m.value)
                 for m in tracking_store.get_metric_history_bulk_interval(run_ids, key, max_points, None, None)]
-    rows = []  # fallback: this store has no bulk read of its own
+    rows = []  # every point (the interval read samples), or a store without a bulk read of its own
     for run_id in run_ids:
-        history = sorted(tracking_store.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        rows += [(run_id, key, m.step, m.value) for m in _sample(history, max_points)]
+        rows += [(run_id, key, m.step, m.value) for m in _sample(_whole_history(tracking_store, run_id, key),
+                                                                  max_points)]
     return rows
 
 
-def _store_bulk(tracking_store, run_ids: list[str], key: str, max_points: int,
+def _store_bulk(tracking_store, run_ids: list[str], key: str, max_points: int | None,
                 points_per_run: int | None = None) -> pd.DataFrame:
     """One key's histories: bulk requests of at most 100 runs each (a server's limit), per-run reads only on a
-    store without a bulk read."""
+    store without a bulk read, or for every point of long curves (a server's bulk read samples them)."""
     from mlflow.store.tracking.rest_store import RestStore
 
-    if isinstance(tracking_store, RestStore):
+    if isinstance(tracking_store, RestStore) and max_points is not ALL_POINTS:
         found = _server_bulk(tracking_store, run_ids, key, max_points)
         if found is not None:
             return _frame(found)
@@ -341,13 +366,13 @@ def _store_bulk(tracking_store, run_ids: list[str], key: str, max_points: int,
     return _frame(rows)
 
 
-def fetch_histories(open_store, run_ids: Sequence[str], keys: Sequence[str], max_points: int,
+def fetch_histories(open_store, run_ids: Sequence[str], keys: Sequence[str], max_points: int | None,
                     cache: HistoryCache | None = None, terminal: Iterable[str] = (),
                     points_per_run: int | None = None) -> pd.DataFrame:
     """:func:`load_histories` on the tracking store that ``open_store()`` returns; it is called only when some
     history is not cached (the seam tests use to count store calls)."""
-    if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    if max_points is not ALL_POINTS and max_points < 1:
+        raise ValueError(f"max_points must be >= 1 or None (every point), got {max_points}")
     cache = cache if cache is not None else HistoryCache()
     terminal = set(terminal)
     ids = list(dict.fromkeys(run_ids))
@@ -380,12 +405,13 @@ def fetch_histories(open_store, run_ids: Sequence[str], keys: Sequence[str], max
     return out.sort_values(["run_id", "key", "step"], kind="stable").reset_index(drop=True)
 
 
-def load_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str], max_points: int = 1000,
+def load_histories(uri: str, run_ids: Sequence[str], keys: Sequence[str], max_points: int | None = 1000,
                    cache: HistoryCache | str | os.PathLike | None = None, terminal: Iterable[str] = (),
                    points_per_run: int | None = None) -> pd.DataFrame:
     """Curves of ``keys`` for ``run_ids`` as a long table [run_id, key, step, value], sorted by run, key and step.
 
-    At most ``max_points`` points per run and key, evenly spaced, first and last kept (MLflow's sampling). Runs in
+    At most ``max_points`` points per run and key, evenly spaced, first and last kept (MLflow's sampling);
+    ``max_points=ALL_POINTS`` (None) reads every point, for exact steps (the first evaluation at a target). Runs in
     ``terminal`` (finished, failed or killed: their metrics never change) are cached in ``cache`` (a
     :class:`HistoryCache`, or the folder of one; None: no cache beyond this call). ``points_per_run``, the
     expected length of a series (e.g. the number of evaluations), lets a SQL store read short series of many runs

@@ -3,6 +3,7 @@ spec), the config as YAML and a plot of its LR curve."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
 
 def record_setup(recorder, config: dict, policy, total_steps: int, title: str) -> None:
     """Params and the artifacts every run carries from its start: the resolved config and its LR curve."""
-    recorder.params(flatten(config))
+    from pipeline.policies.spec import to_spec
+
+    recorder.params({**flatten(config), "policy_config": json.dumps(to_spec(policy), sort_keys=True)})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
         lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", title)

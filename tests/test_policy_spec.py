@@ -58,9 +58,12 @@ def test_the_spec_has_the_shape_of_a_conf_policy_node():
 
 
 def test_the_job_policy_with_warmup_and_k_scale_round_trips():
-    job = check(compose_job("+policy=triangle2", "+warmup=linear", "schedule.k_scale=3", "dataset=synthetic"))
-    assert isinstance(job.policy, Scaled) and isinstance(job.policy.policy, Warmup)
-    assert _round_trip(job.policy) == job.policy
+    job = check(compose_job("+policy=triangle2", "+warmup=linear", "schedule.k_scale=3", "schedule.horizon_steps=900",
+                            "dataset=synthetic"))
+    policy = job.policy.for_budget(300)
+    assert isinstance(policy, Stretched) and isinstance(policy.policy, Scaled)
+    assert isinstance(policy.policy.policy, Warmup)
+    assert _round_trip(policy) == policy
 
 
 def test_momentum_policies_round_trip_with_an_unbound_demon_left_unbound():

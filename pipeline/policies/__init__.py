@@ -18,18 +18,22 @@ from .lr import (
     TriangleExp,
     curve,
 )
+from .modern import CosineWarmup, LinearDecay, OneCycle, WarmupStableDecay
 from .momentum import CyclicMomentum, Demon, MomentumPolicy
 
 __all__ = [
     "Composite",
     "Cos",
+    "CosineWarmup",
     "CyclicMomentum",
     "Demon",
     "Exp",
     "Fix",
     "Inv",
+    "LinearDecay",
     "MomentumPolicy",
     "NStep",
+    "OneCycle",
     "Poly",
     "Policy",
     "Scaled",
@@ -43,5 +47,6 @@ __all__ = [
     "Triangle2",
     "TriangleExp",
     "Warmup",
+    "WarmupStableDecay",
     "curve",
 ]

@@ -48,9 +48,14 @@ def base_tags(choices: Mapping[str, str], seed: object) -> dict[str, str]:
     return tags
 
 
-def run_tags(job, policy, momentum, key: str) -> dict[str, str]:
-    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key."""
+def run_tags(job, policy, momentum, key: str, total_steps: int | None = None) -> dict[str, str]:
+    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key;
+    with the run's ``total_steps``, whether its policy shows its shape in them (``policy_fit``)."""
     tags = base_tags(job.choices, job.seed)
+    if total_steps is not None:
+        from pipeline.policies.fit import policy_fit
+
+        tags["policy_fit"] = policy_fit(policy, total_steps).verdict
     tags.update(
         git_commit=git_commit(),
         policy_spec=policy.lrbench_string(),

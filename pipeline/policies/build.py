@@ -88,11 +88,16 @@ def needs_budget(node: object) -> bool:
     return in_use or any(needs_budget(v) for v in node.values())
 
 
-def _gamma(cls: type | None, key: str, value: object, span_steps: int) -> float:
+def _gamma_kind(cls: type | None, key: str) -> str:
     kind = getattr(cls, "gamma_per_step", None)
     if kind not in GAMMA_KINDS:
         name = cls.__name__ if cls else "this node"
         raise ValueError(f"{key} is only for a gamma per optimizer step (EXP, INV, TRIEXP, SINEXP); {name} has none")
+    return kind
+
+
+def _gamma(cls: type | None, key: str, value: object, span_steps: int) -> float:
+    kind = _gamma_kind(cls, key)
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and 0 < value < math.inf
     if kind == "factor":
         if not (ok and value <= 1):
@@ -126,7 +131,11 @@ def resolve(node: object, span_steps: int | None, where: str = "") -> Any:
     relative = _relative_keys(node, names)
     out = {k: resolve(v, span_steps, f"{prefix}{k}") for k, v in node.items() if k not in relative}
     for key, absolute in relative.items():
-        if node[key] is None or out.get(absolute) is not None:  # unused, or replaced by the absolute value
+        if node[key] is None:
+            continue
+        if key.endswith(PER_BUDGET):
+            _gamma_kind(cls, f"{prefix}{key}")  # wrong for this policy even where its gamma is set
+        if out.get(absolute) is not None:  # replaced by the absolute value
             continue
         if span_steps is None:
             raise ValueError(f"{prefix}{key} is a fraction of the run's budget, which is not known yet")

@@ -83,14 +83,14 @@ def policy_fit(policy: Policy, total_steps: int) -> Fit:
     if not isinstance(base, Fix) and (hi == 0 or (lo > 0 and hi / lo < FLAT_RATIO)):
         ratio = f"max/min {hi / lo:.3f}" if lo > 0 else "always 0"
         return Fit("flat", lo, hi, f"policy {name} looks constant {where}: its LR only moves between {lo:.4g} and "
-                   f"{hi:.4g} ({ratio} < {FLAT_RATIO}); its clock is longer than the run: give it as a fraction of "
-                   "the budget (policy.l_frac=..., see README 'LR policies')")
+                   f"{hi:.4g} ({ratio} < {FLAT_RATIO}); a clock written for a longer run? Give it as a fraction of "
+                   "the budget (policy.l_frac=..., README 'LR policies')")
     horizon = _horizon(base)
     if horizon is not None:
         verdict, steps, what = horizon
         needed = steps * scale
         if total_steps - warmup < needed:
+            after = f", but only {total_steps - warmup} follow the warm-up" if warmup else ""
             return Fit(verdict, lo, hi, f"policy {name} cannot show its shape {where}: {what} = {needed:.0f} run "
-                       f"steps, but {total_steps - warmup} follow the warm-up; give it as a fraction of the budget "
-                       "(see README 'LR policies')")
+                       f"steps{after}; give it as a fraction of the budget (README 'LR policies')")
     return Fit("ok", lo, hi, "")

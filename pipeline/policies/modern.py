@@ -40,13 +40,6 @@ def _end_lr(policy: object, peak_name: str) -> float:
     return end
 
 
-def _check_warmup_fits(policy: object) -> None:
-    """The warm-up must leave at least one optimizer step for the decay."""
-    if policy.warmup_steps >= policy.total_steps:
-        raise ValueError(f"warmup_steps must be < total_steps={policy.total_steps} (the decay needs at least one "
-                         f"optimizer step), got {policy.warmup_steps}")
-
-
 def _ramp(t: int, warmup_steps: int, peak: float) -> float:
     """Linear warm-up: 0 at t = 0, ``peak`` at t = warmup_steps."""
     return peak * t / warmup_steps
@@ -115,20 +108,14 @@ class WarmupStableDecay(_LRFunction):
 
 
 @dataclass(frozen=True)
-class LinearDecay(_LRFunction):
-    """Linear decay to zero, or to ``end_lr`` (Bergsma et al., ICLR'25, arXiv 2502.15938; HF
-    ``get_linear_schedule_with_warmup``).
-
-    1. warm-up, ``t < warmup_steps``: linear from 0 to ``peak_lr``;
-    2. decay: end + (peak - end)(1 - s), s = (t - warmup_steps) / (total_steps - warmup_steps); ``end_lr`` from
-       ``total_steps`` on.
-    """
+class _WarmupThenDecay(_LRFunction):
+    """Shared by linear decay and cosine with warm-up: a linear warm-up, then one ``shape`` of decay to the end."""
 
     peak_lr: float
     total_steps: int
     warmup_steps: int = 0
     end_lr: float = 0.0
-    lrbench_name: ClassVar[str] = "LINDECAY"
+    shape: ClassVar[str]  # a DECAY_SHAPES name
 
     def __post_init__(self) -> None:
         _set(
@@ -138,17 +125,33 @@ class LinearDecay(_LRFunction):
             warmup_steps=_steps_or_zero("warmup_steps", self.warmup_steps, "optimizer steps of linear warm-up"),
         )
         _set(self, end_lr=_end_lr(self, "peak_lr"))
-        _check_warmup_fits(self)
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"warmup_steps must be < total_steps={self.total_steps} (the decay needs at least one "
+                             f"optimizer step), got {self.warmup_steps}")
 
     def _lr(self, t: int) -> float:
         if t < self.warmup_steps:  # 1) warm-up
             return _ramp(t, self.warmup_steps, self.peak_lr)
         s = _progress(t, self.warmup_steps, self.total_steps - self.warmup_steps)  # 2) decay, then end_lr
-        return _decay("linear", self.peak_lr, self.end_lr, s)
+        return _decay(self.shape, self.peak_lr, self.end_lr, s)
 
 
 @dataclass(frozen=True)
-class CosineWarmup(_LRFunction):
+class LinearDecay(_WarmupThenDecay):
+    """Linear decay to zero, or to ``end_lr`` (Bergsma et al., ICLR'25, arXiv 2502.15938; HF
+    ``get_linear_schedule_with_warmup``).
+
+    1. warm-up, ``t < warmup_steps``: linear from 0 to ``peak_lr``;
+    2. decay: end + (peak - end)(1 - s), s = (t - warmup_steps) / (total_steps - warmup_steps); ``end_lr`` from
+       ``total_steps`` on.
+    """
+
+    shape: ClassVar[str] = "linear"
+    lrbench_name: ClassVar[str] = "LINDECAY"
+
+
+@dataclass(frozen=True)
+class CosineWarmup(_WarmupThenDecay):
     """Cosine with linear warm-up (HF ``get_cosine_schedule_with_warmup``; timm ``CosineLRScheduler``).
 
     1. warm-up, ``t < warmup_steps``: linear from 0 to ``peak_lr``;
@@ -156,27 +159,8 @@ class CosineWarmup(_LRFunction):
        from ``total_steps`` on (HF's cosine would rise again after it).
     """
 
-    peak_lr: float
-    total_steps: int
-    warmup_steps: int = 0
-    end_lr: float = 0.0
+    shape: ClassVar[str] = "cosine"
     lrbench_name: ClassVar[str] = "COSWARMUP"
-
-    def __post_init__(self) -> None:
-        _set(
-            self,
-            peak_lr=_positive("peak_lr", self.peak_lr, "learning rate where the cosine starts"),
-            total_steps=check_steps("total_steps", self.total_steps, "optimizer steps until the cosine ends"),
-            warmup_steps=_steps_or_zero("warmup_steps", self.warmup_steps, "optimizer steps of linear warm-up"),
-        )
-        _set(self, end_lr=_end_lr(self, "peak_lr"))
-        _check_warmup_fits(self)
-
-    def _lr(self, t: int) -> float:
-        if t < self.warmup_steps:  # 1) warm-up
-            return _ramp(t, self.warmup_steps, self.peak_lr)
-        s = _progress(t, self.warmup_steps, self.total_steps - self.warmup_steps)  # 2) cosine, then end_lr
-        return _decay("cosine", self.peak_lr, self.end_lr, s)
 
 
 def _anneal(strategy: str, start: float, end: float, pct: float) -> float:
@@ -225,7 +209,7 @@ class OneCycle(_LRFunction):
                              f"got {self.phases!r}")
         _set(self, phases=int(self.phases))
         ends = [end for end, _, _ in self._schedule()]
-        if any(b <= a for a, b in zip([0.0, *ends], ends)):
+        if any(end <= start for start, end in zip([0.0, *ends[:-1]], ends, strict=True)):
             raise ValueError(f"pct_start * total_steps must be > 1 and every phase at least one step long (phases end "
                              f"at optimizer steps {ends}), got pct_start={self.pct_start}, "
                              f"total_steps={self.total_steps}")
@@ -242,13 +226,9 @@ class OneCycle(_LRFunction):
         return [(rise_end, initial, self.max_lr), (self.total_steps - 1, self.max_lr, final)]
 
     def _lr(self, t: int) -> float:
-        t = min(t, self.total_steps - 1)
-        *inner, last = self._schedule()
-        start_step = 0.0
-        for end_step, start_lr, end_lr in inner:  # torch: the first phase whose end step t has not passed
-            if t <= end_step:
-                break
-            start_step = end_step
-        else:
-            end_step, start_lr, end_lr = last
+        t = min(t, self.total_steps - 1)  # so the last phase, which ends at total_steps - 1, always holds t
+        phases = self._schedule()
+        i = next(i for i, (end_step, _, _) in enumerate(phases) if t <= end_step)  # torch: the first not yet passed
+        start_step = phases[i - 1][0] if i else 0.0
+        end_step, start_lr, end_lr = phases[i]
         return _anneal(self.anneal_strategy, start_lr, end_lr, (t - start_step) / (end_step - start_step))

@@ -54,10 +54,10 @@ def _target_fields(node: Mapping) -> tuple[type | None, set[str]]:
     target = node.get("_target_")
     if not isinstance(target, str):
         return None, set()
-    from hydra.utils import get_class
+    from hydra.utils import get_object
 
     try:
-        cls = get_class(target)
+        cls = get_object(target)
     except (ImportError, ValueError) as exc:
         raise ValueError(f"_target_ {target!r} cannot be imported: {exc}") from None
     return cls, {f.name for f in fields(cls)} if is_dataclass(cls) else set()
@@ -188,7 +188,7 @@ class PolicyChain:
             object.__setattr__(self, "warmup_steps", steps)
         elif self.warmup_frac is not None:
             _prefixed("warmup", fraction_steps, "warmup_frac", self.warmup_frac, PROBE_STEPS)
-        if isinstance(self.base, Mapping) and not needs_budget(self.base):
+        if isinstance(self.base, Mapping) and not _prefixed("policy", needs_budget, self.base):
             # LRBench's absolute form: the exact policy, built once here.
             object.__setattr__(self, "base", _prefixed("policy", build, self.base, None))
         self.for_budget(PROBE_STEPS + (self.warmup_steps or 0))  # every part's own checks, before any data exists

@@ -28,7 +28,7 @@ def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
     # change looks flat rather than like a full anneal.
     lr_min, lr_max = lr_range(policy, steps)
     ax.set_title(f"{title}\nlr {lr_min:.4g} to {lr_max:.4g}")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, lr_max * 1.05 if lr_max > 0 else 1.0)
     ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     fig.tight_layout()
     fig.savefig(path)

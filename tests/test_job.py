@@ -27,7 +27,7 @@ def test_cli_run_records_every_step_of_the_policy_in_mlflow(tmp_path, store_uri)
         assert run.data.tags.get(tag), tag
     client = MlflowClient(store_uri)
     lr = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "lr"))
-    policy = Triangle2(k0=0.01, k1=0.06, l=2000)
+    policy = Triangle2(k0=0.01, k1=0.06, l=12)  # the shipped l_frac 0.2 of the 60-step budget
     assert [s for s, _ in lr] == list(range(60))
     for step, value in lr:
         assert abs(value - policy(step)) / policy(step) < 1e-6

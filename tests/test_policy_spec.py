@@ -19,8 +19,9 @@ STEPS = [*range(0, 20001, 97), 1, 299, 300, 301, 4999, 5000, 5001, 9999, 10000, 
 
 
 def _composed(option: str):
-    """The policy of ``+policy=<option>`` exactly as the training entry point composes and builds it."""
-    return instantiate(compose_job(f"+policy={option}", "dataset=synthetic").policy)
+    """The policy of ``+policy=<option>`` exactly as the training entry point composes and builds it (for a run of
+    2,000 optimizer steps: the configs give their clocks as fractions of the budget)."""
+    return check(compose_job(f"+policy={option}", "dataset=synthetic")).policy.for_budget(2000)
 
 
 def _wrapped(policy):
@@ -50,9 +51,10 @@ def test_the_spec_has_the_shape_of_a_conf_policy_node():
     spec = to_spec(Warmup(NStep(0.05, 0.1, [5000, 7500]), 50))
     assert spec == {"_target_": "pipeline.policies.Warmup", "warmup_steps": 50, "start_lr": 0.0,
                     "policy": {"_target_": "pipeline.policies.NStep", "k0": 0.05, "gamma": 0.1, "l": [5000, 7500]}}
-    composite = to_spec(instantiate(compose_job("+policy=composite_sin2_fix", "dataset=synthetic").policy))
+    composite = to_spec(_composed("composite_sin2_fix"))
     assert composite["segments"][1] == {"policy": {"_target_": "pipeline.policies.Fix", "k0": 0.005}}
-    assert composite["segments"][0]["until_steps"] == 5000 and composite["clock"] == "local"
+    # until_frac 0.5 of a 2,000-step run
+    assert composite["segments"][0]["until_steps"] == 1000 and composite["clock"] == "local"
     # the node the job's config builds and the spec build the same policy through Hydra too
     assert instantiate({**to_spec(Sin2(0.01, 0.06, 300))}) == Sin2(0.01, 0.06, 300)
 
@@ -60,9 +62,9 @@ def test_the_spec_has_the_shape_of_a_conf_policy_node():
 def test_the_job_policy_with_warmup_and_k_scale_round_trips():
     job = check(compose_job("+policy=triangle2", "+warmup=linear", "schedule.k_scale=3", "schedule.horizon_steps=900",
                             "dataset=synthetic"))
-    policy = job.policy.for_budget(300)
-    assert isinstance(policy, Stretched) and isinstance(policy.policy, Scaled)
-    assert isinstance(policy.policy.policy, Warmup)
+    policy = job.policy.for_budget(300)  # Scaled(Warmup(Stretched(triangle2))): pipeline/policies/build.py
+    assert isinstance(policy, Scaled) and isinstance(policy.policy, Warmup)
+    assert isinstance(policy.policy.policy, Stretched)
     assert _round_trip(policy) == policy
 
 

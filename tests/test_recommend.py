@@ -10,7 +10,7 @@ from scipy import stats
 from test_scoring import make_run, table
 
 from pipeline.analysis import composite, recommend, scoring
-from pipeline.policies import Scaled, Stretched, Triangle2, Warmup, to_spec
+from pipeline.policies import Scaled, Stretched, Triangle2, Warmup, from_spec, to_spec
 
 TARGET = 0.85
 
@@ -146,18 +146,25 @@ def test_composite_runs_the_recommended_policy_until_its_slowest_seed_reached_th
 
 
 def test_composite_keeps_the_runs_k_scale_stretch_and_warmup():
-    trained = Stretched(Scaled(Warmup(POLICY, warmup_steps=50), 5.0), horizon_steps=1000, total_steps=100)
+    # The job's chain (pipeline/policies/build.py): Scaled(Warmup(Stretched(base))) for 100 steps, 50 of warm-up.
+    trained = Scaled(Warmup(Stretched(POLICY, horizon_steps=1000, total_steps=50), warmup_steps=50), 5.0)
     params = {**POLICY_PARAMS, "policy_config": json.dumps(to_spec(trained)), "param.schedule.horizon_steps": "1000",
-              "param.warmup.warmup_steps": "50", "summary/steps": 100}
+              "summary/steps": 100}
     best = _best(make_run("triangle2", 0, 60, k_scale=5.0, warmup="linear", params=params,
                           spec="lrPolicy_TRI2+k0_0.01+k1_0.06+l_20-SCALE-5"))
     proposal = composite.propose_composite(best, params, tail_factor=0.1)
     assert proposal.lr_at_switch == trained(60)
-    # step 60 of 100 is policy step 600 of 1000; the warm-up's 50 steps come first
-    assert proposal.node["segments"][0]["until_steps"] == 550
+    # step 60 of 100 is step 10 of the policy's 50 (after 50 of warm-up), stretched to policy step 200 of 1000
+    assert proposal.node["segments"][0]["until_steps"] == 200
     assert proposal.node["segments"][0]["policy"] == to_spec(POLICY)  # the head is the policy inside the wrappers
     assert proposal.node["segments"][1]["policy"]["k0"] == pytest.approx(proposal.tail_lr / 5)  # scaled up by 5
-    assert {"+warmup=linear", "schedule.k_scale=5", "schedule.horizon_steps=1000"} <= set(proposal.overrides)
+    assert {"+warmup=linear", "warmup.warmup_steps=50", "schedule.k_scale=5",
+            "schedule.horizon_steps=1000"} <= set(proposal.overrides)
+    # Wrapped as the command wraps it, the composite is the trained policy up to the switch, then the tail.
+    node = {k: v for k, v in proposal.node.items() if k != "_convert_"}  # a Hydra-only key
+    proposed = Scaled(Warmup(Stretched(from_spec(node), 1000, 50), 50), 5.0)
+    assert [proposed(t) for t in range(60)] == [trained(t) for t in range(60)]
+    assert proposed(60) == pytest.approx(proposal.tail_lr) and proposed(99) == pytest.approx(proposal.tail_lr)
 
 
 def test_no_composite_when_there_is_no_room_for_a_tail_or_no_recorded_policy_says_why(tmp_path):

@@ -63,17 +63,18 @@ class _Layers:
 
 
 def _layers(policy, warmup: bool) -> _Layers:
-    """Undo the job's wrapping ``Stretched(Scaled(Warmup(base)))``, outermost first, each layer where present; the
-    warm-up only where the run chose one (``warmup``), since a base policy may be a Warmup of its own."""
-    horizon = total = None
-    if isinstance(policy, Stretched):
-        horizon, total, policy = policy.horizon_steps, policy.total_steps, policy.policy
+    """Undo the job's wrapping ``Scaled(Warmup(Stretched(base)))`` (``pipeline/policies/build.py``), outermost
+    first, each layer where present; the warm-up only where the run chose one (``warmup``), since a base policy may
+    be a Warmup of its own."""
     k_scale = 1.0
     if isinstance(policy, Scaled):
         k_scale, policy = policy.k_scale, policy.policy
     warmup_steps = 0
     if warmup and isinstance(policy, Warmup):
         warmup_steps, policy = policy.warmup_steps, policy.policy
+    horizon = total = None
+    if isinstance(policy, Stretched):
+        horizon, total, policy = policy.horizon_steps, policy.total_steps, policy.policy
     return _Layers(policy, warmup_steps, k_scale, horizon, total)
 
 
@@ -118,11 +119,11 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
         raise NotProposed(f"the target was reached at the end of the budget (step {switch}): no room for a tail")
     layers = _layers(policy, best["warmup"] != "none")
     horizon = layers.horizon_steps
-    # Stretched: policy t = floor(t * horizon_steps / total_steps)
-    policy_switch = switch * horizon // layers.total_steps if horizon else switch
-    until = policy_switch - layers.warmup_steps
-    if until < 1:
+    local = switch - layers.warmup_steps  # the policy's clock starts when the warm-up ends
+    if local < 1:
         raise NotProposed(f"the target was reached during the warm-up (step {switch}): no room for a head")
+    # Stretched: policy t = floor(t * horizon_steps / total_steps), total_steps being the span after the warm-up
+    until = local * horizon // layers.total_steps if horizon else local
     k_scale = layers.k_scale
     tail = _significant(lr_at_switch * tail_factor)
     node = {"_target_": COMPOSITE_TARGET, "_convert_": "all", "clock": "local",
@@ -132,7 +133,7 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     if best["momentum"] != "none":
         overrides.append(f"momentum={best['momentum']}")
     if best["warmup"] != "none":
-        overrides.append(f"+warmup={best['warmup']}")
+        overrides += [f"+warmup={best['warmup']}", f"warmup.warmup_steps={layers.warmup_steps}"]
     if k_scale != 1.0:
         overrides.append(f"schedule.k_scale={k_scale:g}")
     if horizon:

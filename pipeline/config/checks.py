@@ -246,23 +246,25 @@ def check_policy(cfg: DictConfig, optimizer_lr: float):
 
     if cfg.get("policy") is None:
         base, name = Fix(k0=optimizer_lr), "fix"
-    else:
-        base, name = _instantiate(cfg.policy, "policy"), group_choices(cfg).get("policy", "custom")
+    else:  # the node: its fractions of the budget (l_frac, ...) become steps once the budget is known
+        base, name = OmegaConf.to_container(cfg.policy, resolve=True), group_choices(cfg).get("policy", "custom")
     k_scale = _float(cfg, "schedule.k_scale", 0.0, low_open=True)
     horizon = _select(cfg, "schedule.horizon_steps")
     if horizon is not None:
         _int(cfg, "schedule.horizon_steps", 1)
-    warmup = OmegaConf.to_container(cfg.warmup, resolve=True) if cfg.get("warmup") is not None else None
-    if warmup is not None:
-        unknown = sorted(set(warmup) - {"warmup_steps", "start_lr"})
-        if unknown or "warmup_steps" not in warmup:
-            raise ConfigError(f"warmup: a warm-up has warmup_steps (optimizer steps) and start_lr (learning rate); "
-                              f"got keys {sorted(warmup)}")
+    warmup = OmegaConf.to_container(cfg.warmup, resolve=True) if cfg.get("warmup") is not None else {}
+    if cfg.get("warmup") is not None:
+        unknown = sorted(set(warmup) - {"warmup_steps", "warmup_frac", "start_lr"})
+        if unknown or warmup.get("warmup_steps") is None and warmup.get("warmup_frac") is None:
+            raise ConfigError(f"warmup: a warm-up has warmup_steps (optimizer steps) or warmup_frac (fraction of the "
+                              f"run's optimizer steps), and start_lr (learning rate); got {warmup}")
     try:
-        chain = PolicyChain(base, warmup and warmup["warmup_steps"], (warmup or {}).get("start_lr", 0.0), k_scale,
-                            horizon)
+        chain = PolicyChain(base, warmup_steps=warmup.get("warmup_steps"), warmup_frac=warmup.get("warmup_frac"),
+                            warmup_start_lr=warmup.get("start_lr", 0.0), k_scale=k_scale, horizon_steps=horizon)
+        if cfg.trainer.max_steps > 0:  # the run's budget is known before its data: check the policy at it
+            chain.for_budget(cfg.trainer.max_steps)
     except ValueError as exc:
-        raise ConfigError(f"warmup.{exc}") from exc
+        raise ConfigError(str(exc)) from exc
     return chain, name
 
 

@@ -18,6 +18,7 @@ from pipeline.packing.loop import Copy, train_pack
 from pipeline.packing.nets import PackedNets
 from pipeline.packing.plan import PRECISION_DTYPES, asks_to_pack, check_same_but_policies, group_jobs, pack_refusal
 from pipeline.packing.sgd import PackedSGD, SGDRule
+from pipeline.policies.fit import policy_fit
 from pipeline.tracking import interrupts, packs, store
 from pipeline.training.artifacts import record_setup
 from pipeline.training.assemble import build_training
@@ -112,7 +113,8 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
         new_run = stack.enter_context(packs.run_opener(job0.tracking.uri, experiment_id, job0.tracking.flush_every))
         copies = []
         for job, training in zip(jobs, trainings):
-            tags = {**run_tags(job, training.policy, training.momentum, run_key(job.config)),
+            fit = policy_fit(training.policy, training.total_steps)
+            tags = {**run_tags(job, training.policy, training.momentum, run_key(job.config), fit.verdict),
                     "packed": str(len(jobs)), "pack_id": pack_id}
             name = run_name(job.choices, job.seed, job.run_name)
             recorder = new_run(name, tags)

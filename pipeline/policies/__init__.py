@@ -18,19 +18,23 @@ from .lr import (
     TriangleExp,
     curve,
 )
+from .modern import CosineWarmup, LinearDecay, OneCycle, WarmupStableDecay
 from .momentum import CyclicMomentum, Demon, MomentumPolicy
 from .spec import from_spec, to_spec
 
 __all__ = [
     "Composite",
     "Cos",
+    "CosineWarmup",
     "CyclicMomentum",
     "Demon",
     "Exp",
     "Fix",
     "Inv",
+    "LinearDecay",
     "MomentumPolicy",
     "NStep",
+    "OneCycle",
     "Poly",
     "Policy",
     "Scaled",
@@ -44,6 +48,7 @@ __all__ = [
     "Triangle2",
     "TriangleExp",
     "Warmup",
+    "WarmupStableDecay",
     "curve",
     "from_spec",
     "to_spec",

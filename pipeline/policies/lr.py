@@ -244,6 +244,7 @@ class Exp(_LRFunction):
     k0: float
     gamma: float
     lrbench_name: ClassVar[str] = "EXP"
+    gamma_per_step: ClassVar[str] = "factor"  # how a budget-relative gamma_per_budget becomes gamma
 
     def __post_init__(self) -> None:
         _set(
@@ -264,6 +265,7 @@ class Inv(_LRFunction):
     gamma: float
     p: float
     lrbench_name: ClassVar[str] = "INV"
+    gamma_per_step: ClassVar[str] = "rate"  # how a budget-relative gamma_per_budget becomes gamma
 
     def __post_init__(self) -> None:
         _set(
@@ -355,6 +357,7 @@ class TriangleExp(_LRFunction):
     gamma: float
     l: int
     lrbench_name: ClassVar[str] = "TRIEXP"
+    gamma_per_step: ClassVar[str] = "factor"  # how a budget-relative gamma_per_budget becomes gamma
 
     def __post_init__(self) -> None:
         _validate_cyclic(self)
@@ -404,6 +407,7 @@ class SinExp(_LRFunction):
     gamma: float
     l: int
     lrbench_name: ClassVar[str] = "SINEXP"
+    gamma_per_step: ClassVar[str] = "factor"  # how a budget-relative gamma_per_budget becomes gamma
 
     def __post_init__(self) -> None:
         _validate_cyclic(self)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from pipeline.policies.fit import lr_range
 from pipeline.tracking.recorder import flatten
 
 
@@ -22,8 +23,13 @@ def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     ax.plot(range(steps), curve(policy, steps), lw=1.2)
-    ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
+    # What happened, at a glance: the LR range in the title, and a plain axis from 0 (no offset), so that a 0.002%
+    # change looks flat rather than like a full anneal.
+    lr_min, lr_max = lr_range(policy, steps)
+    ax.set(xlabel="optimizer step", ylabel="learning rate", title=f"{title}\nlr {lr_min:.4g} to {lr_max:.4g}")
     ax.grid(alpha=0.3)
+    ax.set_ylim(0, lr_max * 1.05 if lr_max > 0 else 1.0)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -48,9 +48,12 @@ def base_tags(choices: Mapping[str, str], seed: object) -> dict[str, str]:
     return tags
 
 
-def run_tags(job, policy, momentum, key: str) -> dict[str, str]:
-    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key."""
+def run_tags(job, policy, momentum, key: str, fit: str | None = None) -> dict[str, str]:
+    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key,
+    and ``policy_fit``, the verdict of :func:`pipeline.policies.fit.policy_fit` on its budget, where given."""
     tags = base_tags(job.choices, job.seed)
+    if fit is not None:
+        tags["policy_fit"] = fit
     tags.update(
         git_commit=git_commit(),
         policy_spec=policy.lrbench_string(),

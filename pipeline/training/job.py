@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from pipeline.config.checks import check
+from pipeline.policies.fit import policy_fit
 from pipeline.tracking import interrupts, resume, store, sweeps
 from pipeline.tracking.recorder import open_run
 from pipeline.training.artifacts import record_setup
@@ -67,7 +68,10 @@ def run_job(cfg: DictConfig) -> JobResult:
                     kept = set_aside(checkpoint)
                     print(f"warning: checkpoint {checkpoint} cannot be resumed from ({why}); set aside as {kept.name}; "
                           f"run {resume_id} restarts from step 0", file=sys.stderr, flush=True)
-                tags = run_tags(job, training.policy, training.momentum, key)
+                fit = policy_fit(training.policy, training.total_steps)
+                if fit.reason:
+                    print(f"warning: {fit.reason}", file=sys.stderr, flush=True)
+                tags = run_tags(job, training.policy, training.momentum, key, fit.verdict)
                 run = open_run(job.tracking.uri, experiment_id, name, tags, job.tracking.flush_every, resume_id,
                                parent_run_id=sweeps.current_parent())
             else:  # rank 0 decided, before it started this process, whether the job resumes

@@ -12,6 +12,18 @@ from omegaconf import OmegaConf
 from pipeline.tracking.recorder import flatten
 
 
+# Steps the LR curve plot evaluates the policy at, at most: the figure is 600 px wide, and evaluating every step of a
+# 10M-step budget into lists cost 1.6 GB before training started.
+MAX_CURVE_POINTS = 2000
+
+
+def plotted_steps(steps: int, max_points: int = MAX_CURVE_POINTS) -> list[int]:
+    """Every step of ``0 .. steps-1``, or ``max_points`` of them evenly spaced with the first and the last."""
+    if steps <= max_points:
+        return list(range(steps))
+    return sorted({round(i * (steps - 1) / (max_points - 1)) for i in range(max_points)})
+
+
 def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
     import matplotlib
 
@@ -21,7 +33,8 @@ def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
     from pipeline.policies import curve
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.plot(range(steps), curve(policy, steps), lw=1.2)
+    at = plotted_steps(steps)
+    ax.plot(at, curve(policy, at), lw=1.2)
     ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

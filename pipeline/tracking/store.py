@@ -151,15 +151,15 @@ def _check_server(uri: str) -> None:
     try:
         with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S) as resp:
             if resp.status != 200:
-                raise TrackingError(f"tracking server {shown} answered {resp.status} on /health")
+                raise TrackingError(f"tracking.uri={shown}: the tracking server answered {resp.status} on /health")
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             return  # the server is up and asks for credentials; MLflow reads them from the environment
-        raise TrackingError(f"tracking server {shown} answered {exc.code} on /health") from None
+        raise TrackingError(f"tracking.uri={shown}: the tracking server answered {exc.code} on /health") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise TrackingError(
-            f"tracking server {shown} is unreachable ({getattr(exc, 'reason', exc)}); start it (make server) "
-            "or unset MLFLOW_TRACKING_URI / tracking.uri to use the local SQLite store"
+            f"tracking.uri={shown}: the tracking server is unreachable ({getattr(exc, 'reason', exc)}); start it "
+            "(make server) or unset MLFLOW_TRACKING_URI / tracking.uri to use the local SQLite store"
         ) from None
 
 

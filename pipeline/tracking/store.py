@@ -103,20 +103,17 @@ def check_reachable(uri: str, write: bool = True, create: bool = True) -> None:
 
 def _check_sqlite(db: Path, write: bool, create: bool) -> None:
     import sqlite3
-    import tempfile
+
+    from pipeline.config.checks import ConfigError, _writable_folder
 
     if not db.exists():
         if not create:
             raise TrackingError(f"tracking.uri: no MLflow store at {db}; run a job first, or point tracking.uri "
                                 "(or MLFLOW_TRACKING_URI) at an existing store")
-        existing = db.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
         try:  # a real write, not os.access: root passes os.access where the kernel still refuses (/proc, read-only)
-            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".probe-"))
-        except OSError as exc:
-            raise TrackingError(f"tracking.uri: cannot create the store {db} ({exc.strerror} in {existing}); "
-                                "choose a writable folder for tracking.uri=sqlite:///...") from None
+            _writable_folder(f"tracking.uri=sqlite:///{db}", db.parent)
+        except ConfigError as exc:
+            raise TrackingError(str(exc)) from None
         return
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=CONNECT_TIMEOUT_S)) as con:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, TINY, run_cli
+from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 from test_team_server import postgres  # noqa: F401 - the fixture: a throwaway PostgreSQL cluster
 

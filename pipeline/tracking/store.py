@@ -165,7 +165,8 @@ def _check_database(uri: str) -> None:
     itself retries an unreachable database for minutes)."""
     import socket
 
-    from sqlalchemy import create_engine, exc as sa_exc
+    from sqlalchemy import create_engine
+    from sqlalchemy import exc as sa_exc
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
@@ -250,8 +251,8 @@ def prepare(uri: str, experiment: str) -> str:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 raise TrackingError(
-                    f"tracking.experiment={experiment!r} is deleted in {public_uri(uri)}; restore it in the MLflow UI or "
-                    "choose another name"
+                    f"tracking.experiment={experiment!r} is deleted in {public_uri(uri)}; restore it in the MLflow UI "
+                    "or choose another name"
                 )
             return found.experiment_id
         db = sqlite_path(uri)

@@ -4,11 +4,22 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= $(CURDIR)/mlruns
-HOST ?= 127.0.0.1
+# Address `make ui` and `make server` listen on: loopback, unless `make ... HOST=0.0.0.0` on the command line. Not `?=`:
+# a HOST exported by a shell or container must not open the UI to the network.
+HOST := 127.0.0.1
 PORT ?= 5000
-# Team server: the PostgreSQL cluster of `make postgres` if it exists, else the local SQLite store. The URI holds a
-# password, so it reaches mlflow through the environment, never the command line or the log.
-BACKEND ?= $(shell cat $(CURDIR)/.postgres/backend_uri 2>/dev/null || echo sqlite:///$(STORE)/mlflow.db)
+# Store of `make ui` and `make server`: BACKEND if given, else $$MLFLOW_TRACKING_URI if set, else (server) the
+# PostgreSQL cluster of `make postgres` if it exists, else the local SQLite store. The shell reads it, and it reaches
+# mlflow through the environment: a password is in no command line and no log line (MASK_URI prints it masked).
+BACKEND ?=
+LOCAL_STORE := sqlite:///$(STORE)/mlflow.db
+MASK_URI = URI="$$uri" $(BIN)/python -c 'import os; from pipeline.tracking.store import public_uri; print(public_uri(os.environ["URI"]))'
+# Refuses an http(s) store: that is a tracking server already, with its own UI.
+define STORE_URI
+uri='$(BACKEND)'; uri="$${uri:-$${MLFLOW_TRACKING_URI:-$(1)}}"; \
+case "$$uri" in http://*|https://*) echo "make $@: the store $$($(MASK_URI)) is a tracking server: open it in a \
+browser, or set BACKEND=sqlite:///... or postgresql+psycopg2://... (or unset MLFLOW_TRACKING_URI)" >&2; exit 2;; esac
+endef
 ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
 SERVER_OPTS ?=
 
@@ -41,16 +52,19 @@ data: ## install the offline Fashion-MNIST package (Debian/Ubuntu, needs root)
 run: install ## train the default job (LeNet-5, Fashion-MNIST, 1 epoch) into the local store
 	$(BIN)/python -m pipeline
 
-ui: install ## browse every run: the MLflow UI on the local store (http://127.0.0.1:5000 by default)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(STORE)/mlflow.db --host $(HOST) --port $(PORT)
+ui: install ## browse every run: the MLflow UI on $MLFLOW_TRACKING_URI or the local store (http://127.0.0.1:5000)
+	@$(call STORE_URI,$(LOCAL_STORE)); \
+	echo "mlflow ui: store $$($(MASK_URI)) on http://$(HOST):$(PORT)"; \
+	MLFLOW_BACKEND_STORE_URI="$$uri" exec $(BIN)/mlflow ui --host $(HOST) --port $(PORT)
 
 postgres: ## create (once) and start a local PostgreSQL for the team server; data in .postgres/
 	bash scripts/postgres.sh init start
 
-server: install ## the team MLflow server (127.0.0.1:5000 by default) on PostgreSQL (else SQLite), serving artifacts
-	@echo "mlflow server: backend $$(echo '$(BACKEND)' | sed -E 's#//([^:/@]+):[^@]*@#//\1:****@#'), artifacts $(ARTIFACTS)"
-	@MLFLOW_BACKEND_STORE_URI='$(BACKEND)' $(BIN)/mlflow server --artifacts-destination '$(ARTIFACTS)' --serve-artifacts \
-	  --host $(HOST) --port $(PORT) --workers 2 $(SERVER_OPTS)
+server: install ## the team MLflow server (127.0.0.1:5000 by default) on $MLFLOW_TRACKING_URI, else PostgreSQL, else SQLite
+	@$(call STORE_URI,$$(cat $(CURDIR)/.postgres/backend_uri 2>/dev/null || echo $(LOCAL_STORE))); \
+	echo "mlflow server: backend $$($(MASK_URI)), artifacts $(ARTIFACTS), on http://$(HOST):$(PORT)"; \
+	MLFLOW_BACKEND_STORE_URI="$$uri" exec $(BIN)/mlflow server --artifacts-destination '$(ARTIFACTS)' \
+	  --serve-artifacts --host $(HOST) --port $(PORT) --workers 2 $(SERVER_OPTS)
 
 test: install ## run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest -q

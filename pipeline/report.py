@@ -55,13 +55,17 @@ def slug(text: str) -> str:
 @hydra.main(config_path="../conf", config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     laps = Laps()
-    from pipeline.analysis.options import ReportConfigError, check_options
+    from pipeline import redaction
+
+    redaction.install()  # passwords in URIs masked in all this process prints and logs
+    from pipeline.analysis.options import ReportConfigError, check_options, check_places
     from pipeline.tracking import store
 
     # 1. Config: every check that needs no store.
     try:
         options = check_options(OmegaConf.to_container(cfg, resolve=True))
         uri = store.resolve_uri(options.uri)
+        check_places(options, uri)
     except (ReportConfigError, store.TrackingError) as exc:
         fail(str(exc))
     from pipeline.tracking.runs import RunsError, no_cyclic_gc

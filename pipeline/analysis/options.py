@@ -1,7 +1,9 @@
 """The report's settings (``conf/report.yaml``), checked at the edge before any run is read.
 
 Every error is a :class:`ReportConfigError` whose message starts with the key, then the accepted values, then the
-bad value, e.g. ``target must be an accuracy in (0, 1], got 1.5``.
+bad value, e.g. ``target must be an accuracy in (0, 1], got 1.5``. :func:`check_places` then checks, before any run is
+read, that the folders the report writes can be written and that the store can be read (and written, when the report
+is logged to it).
 """
 
 from __future__ import annotations
@@ -128,3 +130,21 @@ def check_options(cfg: Mapping) -> ReportOptions:
         log_to_mlflow=cfg.get("log_to_mlflow"),
         timings=cfg.get("timings", False),
     )
+
+
+def check_places(options: ReportOptions, uri: str) -> None:
+    """``out_dir`` and ``cache_dir`` can be created and written (probed, nothing left behind), and the store at
+    ``uri`` exists and answers: a ReportConfigError or TrackingError naming the key, within seconds."""
+    from pathlib import Path
+
+    from pipeline.config.checks import ConfigError, _writable_folder
+    from pipeline.tracking.store import check_reachable
+
+    for key in ("out_dir", "cache_dir"):
+        folder = getattr(options, key)
+        if folder is not None:
+            try:
+                _writable_folder(key, Path(folder).resolve())
+            except ConfigError as exc:
+                raise ReportConfigError(str(exc)) from None
+    check_reachable(uri, write=options.log_to_mlflow, create=False)

@@ -3,7 +3,8 @@ same content, figures as PNG files beside it), ``report.json`` (the machine vers
 policy as a ready-to-run config (``policy/<name>.yaml``).
 
 Every string that comes from MLflow (run names, tags, params, errors) is escaped before it reaches HTML or
-Markdown: a run named ``<script>...`` shows as text.
+Markdown: a run named ``<script>...`` or ``[click](javascript:...) ![p](http://host/pixel.png)`` shows as text, never
+as markup, a link or an image that loads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -196,13 +198,31 @@ def _budget_text(settings: dict) -> str:
 # -- Markdown ------------------------------------------------------------------------------------------------------
 
 
+# Characters that start inline Markdown (GitHub's included) anywhere in a line: links and images ([ ] !), emphasis
+# (* _), code (`), strikethrough (~), math ($), a table cell's end (|) and the backslash itself. < > & are escaped as
+# HTML, which also stops raw HTML and <autolinks>.
+_MD_INLINE = re.compile(r"([\\`*_\[\]~$!|])")
+# What starts a heading, list or rule at the beginning of a line (a quote's > is already &gt;).
+_MD_LINE_START = re.compile(r"^(\s*(?:[#+=-]|\d+[.)]))")
+
+
 def _m(text) -> str:
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    """Text (from the store) as Markdown that renders as exactly that text, on one line."""
+    text = _MD_INLINE.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
+    text = _MD_LINE_START.sub(lambda m: m.group(1)[:-1] + "\\" + m.group(1)[-1], text)
+    return html.escape(text, quote=False)
 
 
 def _code(text: str) -> str:
-    """An inline code span; escaped text when a backtick in it (from a tag) would end the span early."""
+    """An inline code span (its content is shown literally); escaped text when a backtick in it (from a tag) would
+    end the span early."""
     return f"`{text}`" if "`" not in text and "\n" not in text else _m(text)
+
+
+def _fenced(text: str, info: str = "") -> list[str]:
+    """A fenced code block longer than any run of backticks in ``text``, so nothing in it can close it."""
+    fence = "`" * max([3] + [len(run) + 1 for run in re.findall("`+", text)])
+    return [fence + info, text, fence]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -228,7 +248,7 @@ def report_markdown(report: Report) -> str:
         out += [f"> {_m(line)}  " if not line.startswith(RUN_IT) else f"> {RUN_IT}{_code(line[len(RUN_IT):])}  "
                 for line in recommendation_lines(g)] + [""]
         out += ["### Ranking", "", _md_table(*ranking_rows(g.ranked, confidence)), ""]
-        out += [f"- {_m(r['name'])}: `{_m(r['policy_spec'])}`" for r in g.ranked.to_dict("records")] + [""]
+        out += [f"- {_m(r['name'])}: {_code(str(r['policy_spec']))}" for r in g.ranked.to_dict("records")] + [""]
         out += [f"### {title}\n\n![{title}]({figure_name(i, key)})\n" for key, title in FIGURES if key in g.figures]
         if not g.sensitivity.empty:
             out += ["### Robustness: sensitivity to k scaling", "", _md_table(*robustness_rows(g)), ""]
@@ -237,7 +257,7 @@ def report_markdown(report: Report) -> str:
             out += ["### Failed runs (counted against their policy)", "",
                     _md_table(["policy", "seed", "failure", "run", "error"], failures), ""]
         if g.recommendation.composite is not None:
-            out += ["### Proposed composite policy", "", "```yaml", composite_yaml(g).rstrip(), "```", ""]
+            out += ["### Proposed composite policy", "", *_fenced(composite_yaml(g).rstrip(), "yaml"), ""]
     for section in report.sections:
         out += [f"## {_m(section.title)}", "", _m(section.note), "", _md_table(section.header, section.rows), ""]
     return "\n".join(out) + "\n"

@@ -82,9 +82,16 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
 
 
 def job_config(cfg: DictConfig) -> dict:
-    """The resolved job config without Hydra's own node: what the run's params and config artifact hold."""
+    """The resolved job config without Hydra's own node: what the run's params and config artifact hold. The
+    tracking URI's password is masked (``user:****@``): the store is reached through the checked Job, not this."""
+    from pipeline.tracking.store import public_uri
+
     job_only = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    return OmegaConf.to_container(job_only, resolve=True)
+    config = OmegaConf.to_container(job_only, resolve=True)
+    tracking = config.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
+        tracking["uri"] = public_uri(tracking["uri"])
+    return config
 
 
 # -- keys ---------------------------------------------------------------------------------------------------------

@@ -35,15 +35,17 @@ class Fit:
     reason: str      # one line for the terminal and the report; "" when the verdict is ok
 
 
+def sample_steps(total_steps: int, max_points: int = MAX_SAMPLES) -> list[int]:
+    """Every step of ``0 .. total_steps - 1``, or ``max_points`` of them evenly spaced with the first and the last:
+    a policy is looked at (its range, its plot) without evaluating every step of a 10M-step budget."""
+    if total_steps <= max_points:
+        return list(range(total_steps))
+    return sorted({round(i * (total_steps - 1) / (max_points - 1)) for i in range(max_points)})
+
+
 def lr_range(policy: Policy, total_steps: int) -> tuple[float, float]:
-    """The lowest and highest LR at steps ``0 .. total_steps - 1`` (every step up to MAX_SAMPLES, else evenly
-    sampled: a step change is seen at most one sample late)."""
-    if total_steps <= MAX_SAMPLES:
-        steps = range(total_steps)
-    else:
-        stride = total_steps / (MAX_SAMPLES - 1)
-        steps = sorted({round(i * stride) for i in range(MAX_SAMPLES - 1)} | {total_steps - 1})
-    values = [float(policy(t)) for t in steps]
+    """The lowest and highest LR at :func:`sample_steps` (a step change is seen at most one sample late)."""
+    values = [float(policy(t)) for t in sample_steps(total_steps)]
     return min(values), max(values)
 
 

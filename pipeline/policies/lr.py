@@ -436,8 +436,11 @@ class Cos(_LRFunction):
         return _between(self.k0, self.k1, _cosine(t, self.l))
 
 
-def curve(policy: Policy, steps: int) -> list[float]:
-    """The learning rate at steps ``0 .. steps-1``, for plots."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0 (number of optimizer steps), got {steps!r}")
-    return [policy(t) for t in range(steps)]
+def curve(policy: Policy, steps: int | Iterable[int]) -> list[float]:
+    """The learning rate at steps ``0 .. steps-1`` for an int, else at each step of ``steps``, for plots (a long
+    budget is plotted at a few thousand of its steps, not at every one)."""
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool) and steps >= 0:
+        steps = range(steps)
+    elif isinstance(steps, (numbers.Number, bool, str)) or not isinstance(steps, Iterable):
+        raise ValueError(f"steps must be an int >= 0 (number of optimizer steps) or a list of steps, got {steps!r}")
+    return [policy(t) for t in steps]

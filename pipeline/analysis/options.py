@@ -137,14 +137,14 @@ def check_places(options: ReportOptions, uri: str) -> None:
     ``uri`` exists and answers: a ReportConfigError or TrackingError naming the key, within seconds."""
     from pathlib import Path
 
-    from pipeline.config.checks import ConfigError, _writable_folder
+    from pipeline.config.checks import ConfigError, writable_folder
     from pipeline.tracking.store import check_reachable
 
     for key in ("out_dir", "cache_dir"):
         folder = getattr(options, key)
         if folder is not None:
             try:
-                _writable_folder(key, Path(folder).resolve())
+                writable_folder(key, Path(folder).resolve())
             except ConfigError as exc:
                 raise ReportConfigError(str(exc)) from None
     check_reachable(uri, write=options.log_to_mlflow, create=False)

@@ -160,7 +160,7 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     folder = _select(cfg, "trainer.checkpoint_dir")
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")
-    _writable_folder("trainer.checkpoint_dir", Path(folder).resolve())
+    writable_folder("trainer.checkpoint_dir", Path(folder).resolve())
     targets = _select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
         raise ConfigError(f"trainer.targets must be a list of accuracies in (0, 1], got {targets!r}")
@@ -184,7 +184,7 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     )
 
 
-def _writable_folder(key: str, folder: Path) -> None:
+def writable_folder(key: str, folder: Path) -> None:
     """The folder, or the nearest folder above it that exists, takes a new entry (probed with a temporary folder that
     is removed at once: a rejected command leaves nothing behind); else a ConfigError naming the key."""
     import tempfile

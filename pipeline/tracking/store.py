@@ -104,14 +104,14 @@ def check_reachable(uri: str, write: bool = True, create: bool = True) -> None:
 def _check_sqlite(db: Path, write: bool, create: bool) -> None:
     import sqlite3
 
-    from pipeline.config.checks import ConfigError, _writable_folder
+    from pipeline.config.checks import ConfigError, writable_folder
 
     if not db.exists():
         if not create:
             raise TrackingError(f"tracking.uri: no MLflow store at {db}; run a job first, or point tracking.uri "
                                 "(or MLFLOW_TRACKING_URI) at an existing store")
         try:  # a real write, not os.access: root passes os.access where the kernel still refuses (/proc, read-only)
-            _writable_folder(f"tracking.uri=sqlite:///{db}", db.parent)
+            writable_folder(f"tracking.uri=sqlite:///{db}", db.parent)
         except ConfigError as exc:
             raise TrackingError(str(exc)) from None
         return

@@ -41,7 +41,7 @@ def check_output_dirs(args: list[str]) -> None:
     created (for a value with ``${...}``, the folder above its first interpolation)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from pipeline.config.checks import writable_folder
+    from pipeline.arguments import writable_folder
 
     parser = OverridesParser.create()
     for arg in args:
@@ -56,7 +56,10 @@ def check_output_dirs(args: list[str]) -> None:
             continue
         literal = value.split("${")[0]
         folder = Path(literal if literal == value else Path(literal + "x").parent)
-        writable_folder(override.key_or_group, folder.resolve())
+        try:
+            writable_folder(override.key_or_group, folder.resolve())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _is_multirun() -> bool:

@@ -388,3 +388,12 @@ def test_make_uses_mlflow_tracking_uri_and_prints_it_masked(fake_venv, target):
     assert started.endswith(f"store={uri}") and "s3cret" not in started.split(" store=")[0]
     server = make(target, fake_venv, env={"MLFLOW_TRACKING_URI": "http://u:s3cret@127.0.0.1:5000"})
     assert server.returncode != 0 and "tracking server" in server.stderr and "s3cret" not in server.stderr
+
+
+def test_a_report_setting_typed_after_plus_is_refused_naming_the_nearest(tmp_path):
+    proc = run_cli("+targt=0.5", cwd=tmp_path, module="pipeline.report",
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[0]]  # one line
+    assert proc.stderr.startswith("error: targt is not a report setting; did you mean target?")
+    assert not (tmp_path / "reports").exists()

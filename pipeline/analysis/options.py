@@ -9,10 +9,11 @@ is logged to it).
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from pipeline.arguments import check_int, check_number
 
 RANK_BY = ("steps", "seconds")
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -45,36 +46,27 @@ class ReportOptions:
     timings: bool = False                # print each stage's wall and CPU seconds to stderr
 
 
+def _checked(rule, key: str, *args, **kwargs):
+    """One of the shared value checks (:mod:`pipeline.arguments`) on a report setting, as a ReportConfigError."""
+    try:
+        return rule(key, *args, **kwargs)
+    except ValueError as exc:
+        raise ReportConfigError(str(exc)) from None
+
+
 def _number(cfg: Mapping, key: str, low: float, high: float, low_open: bool, unit: str, allow_none=False):
     value = cfg.get(key)
     if value is None and allow_none:
         return None
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]" if math.isfinite(high) else \
-            f"{'>' if low_open else '>='} {low:g}"
-        none = " or null" if allow_none else ""
-        raise ReportConfigError(f"{key} must be {unit} {bounds}{none}, got {value!r}")
-    return value
+    return _checked(check_number, key, value, low, high, low_open=low_open, what=unit)
 
 
 def _integer(cfg: Mapping, key: str, low: int, unit: str, allow_none=False) -> int | None:
-    value = cfg.get(key)
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        none = " or null" if allow_none else ""
-        raise ReportConfigError(f"{key} must be an integer >= {low} ({unit}){none}, got {value!r}")
-    return int(value)
+    return _checked(check_int, key, cfg.get(key), low, optional=allow_none, context=f" ({unit})")
 
 
 def _probability(cfg: Mapping, key: str) -> float:
-    value = cfg.get(key)
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < 1
-    if not ok:
-        raise ReportConfigError(f"{key} must be a probability in (0, 1), got {value!r}")
-    return float(value)
+    return _checked(check_number, key, cfg.get(key), 0, 1, low_open=True, high_open=True, what="a probability")
 
 
 def _name(value, key: str, allow_none=False) -> str | None:
@@ -85,8 +77,29 @@ def _name(value, key: str, allow_none=False) -> str | None:
     return value
 
 
+def _check_keys(cfg: Mapping) -> None:
+    """Refuse a setting ``conf/report.yaml`` does not have (``+targt=0.5`` would otherwise be ignored and the report
+    run with the default target), naming the nearest one."""
+    import difflib
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "report.yaml")
+    known = {str(k) for k in settings if k not in ("defaults", "hydra")}
+    for key in cfg:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ReportConfigError(f"{key} is not a report setting{hint} (settings: {', '.join(sorted(known))})")
+    for key in cfg.get("tracking") or {}:
+        if key != "uri":
+            raise ReportConfigError(f"tracking.{key} is not a report setting (tracking has uri)")
+
+
 def check_options(cfg: Mapping) -> ReportOptions:
     """Check a plain report config (``OmegaConf.to_container(cfg)``) and return it as options."""
+    _check_keys(cfg)
     tracking = cfg.get("tracking") or {}
     uri = tracking.get("uri")
     if uri is not None and (not isinstance(uri, str) or not uri.strip()):
@@ -113,18 +126,18 @@ def check_options(cfg: Mapping) -> ReportOptions:
         uri=uri,
         experiments=experiments,
         parent_run_id=parent,
-        target=float(_number(cfg, "target", 0, 1, True, "an accuracy in")),
+        target=float(_number(cfg, "target", 0, 1, True, "an accuracy")),
         budget_steps=_integer(cfg, "budget_steps", 1, "optimizer steps", allow_none=True),
         budget_s=_number(cfg, "budget_s", 0, math.inf, True, "training seconds", allow_none=True),
         baseline=_name(cfg.get("baseline"), "baseline"),
         rank_by=rank_by,
-        max_fluctuation=float(_number(cfg, "max_fluctuation", 0, 1, False, "an accuracy std in")),
+        max_fluctuation=float(_number(cfg, "max_fluctuation", 0, 1, False, "an accuracy std")),
         alpha=_probability(cfg, "alpha"),
         confidence=_probability(cfg, "confidence"),
         top_n=_integer(cfg, "top_n", 1, "candidates per group"),
         plot_seeds=_integer(cfg, "plot_seeds", 1, "seeds per candidate"),
         max_points=_integer(cfg, "max_points", 2, "points per curve"),
-        tail_factor=float(_number(cfg, "tail_factor", 0, 1, True, "a factor in")),
+        tail_factor=float(_number(cfg, "tail_factor", 0, 1, True, "a factor")),
         out_dir=_name(cfg.get("out_dir"), "out_dir"),
         cache_dir=_name(cache_dir, "cache_dir", allow_none=True),
         log_to_mlflow=cfg.get("log_to_mlflow"),
@@ -137,7 +150,7 @@ def check_places(options: ReportOptions, uri: str) -> None:
     ``uri`` exists and answers: a ReportConfigError or TrackingError naming the key, within seconds."""
     from pathlib import Path
 
-    from pipeline.config.checks import ConfigError, writable_folder
+    from pipeline.arguments import writable_folder
     from pipeline.tracking.store import check_reachable
 
     for key in ("out_dir", "cache_dir"):
@@ -145,6 +158,6 @@ def check_places(options: ReportOptions, uri: str) -> None:
         if folder is not None:
             try:
                 writable_folder(key, Path(folder).resolve())
-            except ConfigError as exc:
+            except ValueError as exc:
                 raise ReportConfigError(str(exc)) from None
     check_reachable(uri, write=options.log_to_mlflow, create=False)

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.schema import LIGHTNING_TRAINER, Job, RunSettings, TrackingSettings, TrainerSettings
-from pipeline.training.arguments import check_choice, check_int, check_number
+from pipeline.arguments import check_choice, check_int, check_number, writable_folder
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
@@ -43,7 +43,7 @@ def _select(cfg: DictConfig, key: str) -> Any:
 
 
 def _checked(rule, key: str, *args, **kwargs):
-    """Apply one of the shared value checks (:mod:`pipeline.training.arguments`) to a config key."""
+    """Apply one of the shared value checks (:mod:`pipeline.arguments`) to a config key."""
     try:
         return rule(key, *args, **kwargs)
     except ValueError as exc:
@@ -160,7 +160,7 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     folder = _select(cfg, "trainer.checkpoint_dir")
     if not isinstance(folder, str) or not folder:
         raise ConfigError(f"trainer.checkpoint_dir must be a folder path, got {folder!r}")
-    writable_folder("trainer.checkpoint_dir", Path(folder).resolve())
+    _checked(writable_folder, "trainer.checkpoint_dir", Path(folder).resolve())
     targets = _select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
         raise ConfigError(f"trainer.targets must be a list of accuracies in (0, 1], got {targets!r}")
@@ -182,21 +182,6 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
         pack=pack,
         progress=progress,
     )
-
-
-def writable_folder(key: str, folder: Path) -> None:
-    """The folder, or the nearest folder above it that exists, takes a new entry (probed with a temporary folder that
-    is removed at once: a rejected command leaves nothing behind); else a ConfigError naming the key."""
-    import tempfile
-
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        Path(tempfile.mkdtemp(dir=existing, prefix=".probe-")).rmdir()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot create or write the folder {folder} ({exc.strerror} in {existing}); "
-                          "choose a writable folder") from None
 
 
 def check_trainer(cfg: DictConfig) -> TrainerSettings:

@@ -104,7 +104,7 @@ def check_reachable(uri: str, write: bool = True, create: bool = True) -> None:
 def _check_sqlite(db: Path, write: bool, create: bool) -> None:
     import sqlite3
 
-    from pipeline.config.checks import ConfigError, writable_folder
+    from pipeline.arguments import writable_folder
 
     if not db.exists():
         if not create:
@@ -112,7 +112,7 @@ def _check_sqlite(db: Path, write: bool, create: bool) -> None:
                                 "(or MLFLOW_TRACKING_URI) at an existing store")
         try:  # a real write, not os.access: root passes os.access where the kernel still refuses (/proc, read-only)
             writable_folder(f"tracking.uri=sqlite:///{db}", db.parent)
-        except ConfigError as exc:
+        except ValueError as exc:
             raise TrackingError(str(exc)) from None
         return
     try:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 
 
 def _check_shape_args(in_channels: object, num_classes: object, image_size: object) -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 
 
 def keep_probability(p: Tensor | float, base_prob: float) -> Tensor | float:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pipeline.methods.autoassist.assistant import Assistant, keep_probability
 from pipeline.training import budget
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 from pipeline.training.data import derive_seed
 
 # The keep/skip draws' random stream; keys 0-2 are the data module's (split, order, synthetic data).

@@ -14,7 +14,7 @@ from torch import nn
 from pipeline.methods.lca.artifacts import write_artifacts
 from pipeline.methods.lca.loss import BN_MODES, EvalLoss, Params, eval_semantics, eval_subset
 from pipeline.methods.lca.quadrature import StepLCA, lca_step
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 
 ARTIFACT_DIR = "lca"
 # Per measured step, beside one sum per layer: lca/<key> series and columns of lca_layers.csv.

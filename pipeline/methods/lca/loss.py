@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 
 BN_MODES = ("batch", "running")
 

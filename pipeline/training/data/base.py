@@ -16,7 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 from pipeline.training.data.batching import (
     SPLIT_STREAM,
     EpochShuffleSampler,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 from pipeline.training.budget import batches_per_epoch, steps_per_epoch
 
 # Independent random streams: each derived seed is keyed by (user seed, stream, ...). AutoAssist's keep/skip draws

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 from pipeline.training.data.base import RawData, TensorDataModule
 from pipeline.training.data.batching import SYNTHETIC_STREAM, derive_seed
 

@@ -24,7 +24,7 @@ ARTIFACTS ?= $(CURDIR)/mlruns/server-artifacts
 SERVER_OPTS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo install data run ui postgres server test test-fast bench clean
+.PHONY: help demo install data run ui postgres server test test-fast lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,8 +66,11 @@ server: install ## the team MLflow server (127.0.0.1:5000 by default) on $MLFLOW
 	MLFLOW_BACKEND_STORE_URI="$$uri" exec $(BIN)/mlflow server --artifacts-destination '$(ARTIFACTS)' \
 	  --serve-artifacts --host $(HOST) --port $(PORT) --workers 2 $(SERVER_OPTS)
 
-test: install ## run the whole test suite (slow end-to-end tests included)
+test: install lint ## lint, then run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest -q
+
+lint: install ## ruff with the rules in pyproject.toml (pyflakes, pycodestyle, bugbear, import order, pyupgrade)
+	$(BIN)/ruff check pipeline hydra_plugins tests benchmarks examples
 
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"

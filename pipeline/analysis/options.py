@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-RANK_BY = ("steps", "seconds")
+RANK_BY = ("steps", "seconds", "final")
+SCOPES = ("latest_sweep", "all")
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
@@ -25,11 +26,11 @@ class ReportOptions:
     uri: str | None                      # MLflow store; None: $MLFLOW_TRACKING_URI or the local SQLite store
     experiments: tuple[str, ...] | None  # experiment names; None: every experiment
     parent_run_id: str | None            # a sweep's parent run: report on its children only
-    target: float                        # validation top-1 accuracy to reach, fraction in (0, 1]
+    target: float                        # validation objective to reach, in its units (accuracy: fraction in (0, 1])
     budget_steps: int | None             # optimizer steps; None: each run's own budget
     budget_s: float | None               # training seconds; None: no time limit
     baseline: str                        # policy name speed-ups are measured against
-    rank_by: str                         # steps | seconds
+    rank_by: str                         # steps | seconds | final
     max_fluctuation: float               # late val-acc std (fraction) above which a policy is unstable
     alpha: float                         # significance level of the margin test
     confidence: float                    # level of the seed t-intervals
@@ -41,6 +42,8 @@ class ReportOptions:
     cache_dir: str | None                # folder of the history cache; None: memory only
     log_to_mlflow: bool                  # log the report as a kind=report run
     timings: bool = False                # print each stage's wall and CPU seconds to stderr
+    scope: str = "latest_sweep"          # latest_sweep | all: the runs read without parent_run_id
+    verify: bool = False                 # train the proposed composite (same seeds, budget) and report it
 
 
 def _number(cfg: Mapping, key: str, low: float, high: float, low_open: bool, unit: str, allow_none=False):
@@ -55,6 +58,13 @@ def _number(cfg: Mapping, key: str, low: float, high: float, low_open: bool, uni
         none = " or null" if allow_none else ""
         raise ReportConfigError(f"{key} must be {unit} {bounds}{none}, got {value!r}")
     return value
+
+
+def _finite(cfg: Mapping, key: str, unit: str) -> float:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ReportConfigError(f"{key} must be {unit}, got {value!r}")
+    return float(value)
 
 
 def _integer(cfg: Mapping, key: str, low: int, unit: str, allow_none=False) -> int | None:
@@ -103,7 +113,10 @@ def check_options(cfg: Mapping) -> ReportOptions:
     rank_by = cfg.get("rank_by")
     if rank_by not in RANK_BY:
         raise ReportConfigError(f"rank_by must be one of {', '.join(RANK_BY)}; got {rank_by!r}")
-    for key in ("log_to_mlflow", "timings"):
+    scope = cfg.get("scope", "latest_sweep")
+    if scope not in SCOPES:
+        raise ReportConfigError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    for key in ("log_to_mlflow", "timings", "verify"):
         if not isinstance(cfg.get(key, False), bool):
             raise ReportConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
     cache_dir = cfg.get("cache_dir")
@@ -111,7 +124,8 @@ def check_options(cfg: Mapping) -> ReportOptions:
         uri=uri,
         experiments=experiments,
         parent_run_id=parent,
-        target=float(_number(cfg, "target", 0, 1, True, "an accuracy in")),
+        # In the objective's units; its range is checked once the runs say which objective it is.
+        target=_finite(cfg, "target", "a finite number in the objective's units (accuracy: a fraction in (0, 1])"),
         budget_steps=_integer(cfg, "budget_steps", 1, "optimizer steps", allow_none=True),
         budget_s=_number(cfg, "budget_s", 0, math.inf, True, "training seconds", allow_none=True),
         baseline=_name(cfg.get("baseline"), "baseline"),
@@ -127,4 +141,6 @@ def check_options(cfg: Mapping) -> ReportOptions:
         cache_dir=_name(cache_dir, "cache_dir", allow_none=True),
         log_to_mlflow=cfg.get("log_to_mlflow"),
         timings=cfg.get("timings", False),
+        scope=scope,
+        verify=cfg.get("verify", False),
     )

@@ -248,7 +248,7 @@ def report(options, uri: str, laps: Laps) -> None:
         rec = recommend.recommendation_for(group_ranked, outcomes, group_lr, options.target, options.rank_by,
                                            options.baseline, options.alpha, options.budget_s, options.tail_factor,
                                            composite.group_defaults(CONF_DIR, choices), g, unscored)
-        if unscored and not group_ranked.empty:
+        if unscored and not group_ranked.empty and len(groups) > 1:
             rec.notes.append(f"Not counted as seeds: {unscored}.")
         name = command = verify = None
         experiment = group_runs["experiment"].mode().iloc[0]
@@ -288,8 +288,8 @@ def report(options, uri: str, laps: Laps) -> None:
     notes = []
     not_counted = scoring.not_counted(outcomes)
     if not not_counted.empty:
-        notes.append(f"{len(not_counted)} of {len(outcomes)} runs are no seed of their policy and never count "
-                     f"against it: {scoring.not_counted_text(outcomes)}. They are listed under 'Runs not counted'.")
+        notes.append(f"Not counted as seeds (and never held against their policy): {scoring.not_counted_text(outcomes)}"
+                     f"; {len(not_counted)} of {len(outcomes)} runs, listed under 'Runs not counted'.")
     document = Report("LR policy recommendation", datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       {"uri": printable_uri, "experiments": scope.get("experiments"),
                        "parent_run_id": scope.get("parent_run_id")}, settings, len(runs), [r for r, _, _ in reports],

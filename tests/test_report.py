@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -200,14 +201,19 @@ def test_report_recommends_the_fastest_policy_and_writes_html_md_json(report):
     assert not (ROOT / "report.log").exists() and not (ROOT / ".hydra").exists()
 
 
-def test_report_proposes_a_composite_that_the_training_entry_point_accepts(report):
+def test_report_proposes_a_composite_that_the_training_entry_point_accepts(lab, report):
     out, done = report
     composite = (out / "policy" / "proposed_composite.yaml").read_text()
     assert "pipeline.policies.Composite" in composite and "until_steps: 15" in composite
     command = next(line for line in done.stdout.splitlines() if "composite:" in line).split("composite: ")[1]
     assert command.startswith(f"python -m pipeline --config-dir {out} +policy=proposed_composite")
-    # The printed command composes (Hydra's --cfg job prints the job config instead of training).
-    shown = subprocess.run([sys.executable, *command.split()[1:], "--cfg", "job"], cwd=ROOT, capture_output=True,
+    args = shlex.split(command)[1:]
+    # The same seeds, budget, settings and store as the recommended policy's runs, as one sweep.
+    assert {"seed=0,1", "trainer.max_steps=40", "trainer.eval_every_steps=5", "dataset=synthetic",
+            "tracking.experiment=lrbench", f"tracking.uri={lab['uri']}"} <= set(args) and args[-1] == "--multirun"
+    # The printed command composes (Hydra's --cfg job prints the job config instead of training; one seed of it).
+    one_job = [a for a in args if a != "--multirun" and not a.startswith("seed=")]
+    shown = subprocess.run([sys.executable, *one_job, "--cfg", "job"], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "_target_: pipeline.policies.Composite" in shown.stdout and "until_steps: 15" in shown.stdout
@@ -257,7 +263,8 @@ def test_the_report_config_composes_and_its_defaults_pass_the_checks():
     assert options.experiments == ("lrbench",) and options.out_dir.startswith("reports/")
 
 
-@pytest.mark.parametrize("key, value", [("target", 0), ("budget_s", -1), ("top_n", 0), ("max_points", 1.5),
+@pytest.mark.parametrize("key, value", [("target", "high"), ("target", math.nan), ("budget_s", -1),
+                                        ("scope", "newest"), ("verify", "yes"), ("top_n", 0), ("max_points", 1.5),
                                         ("tail_factor", 2), ("confidence", 1.0), ("baseline", ""),
                                         ("experiments", []), ("parent_run_id", "x'; drop"), ("log_to_mlflow", "yes")])
 def test_each_bad_report_setting_is_named_in_its_error(key, value):
@@ -271,13 +278,20 @@ def test_each_bad_report_setting_is_named_in_its_error(key, value):
         check_options({**cfg, key: value})
 
 
-@pytest.mark.parametrize("override, key", [("target=1.5", "target"), ("rank_by=fastest", "rank_by"),
+@pytest.mark.parametrize("override, key", [("target=inf", "target"), ("rank_by=fastest", "rank_by"),
                                            ("budget_steps=-3", "budget_steps"), ("alpha=1", "alpha")])
 def test_bad_config_value_exits_2_naming_the_key(tmp_path, override, key):
     done = run_report(f"tracking.uri=sqlite:///{tmp_path}/none.db", override, f"out_dir={tmp_path}/x")
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"error: {key} ") and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_target_outside_the_runs_objective_exits_2_naming_it(lab, tmp_path):
+    done = run_report(f"tracking.uri={lab['uri']}", "target=1.5", f"out_dir={tmp_path}/x", "log_to_mlflow=false")
+    assert done.returncode == 2 and not (tmp_path / "x").exists()
+    assert done.stderr.strip() == ("error: target must be a value of val/acc in (0, 1] (the runs' objective, higher is "
+                                   "better), got 1.5")
 
 
 def test_unknown_experiment_exits_2_listing_the_existing_ones(lab, tmp_path):

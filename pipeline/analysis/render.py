@@ -289,7 +289,7 @@ def report_markdown(report: Report) -> str:
     intro = intro_lines(report)
     out = [f"# {_m(report.title)}", ""]
     out += [(f"**{_m(line)}**" if i == 0 and report.scope else _m(line)) + "\n" for i, line in enumerate(intro)]
-    out += [f"_{_m(n)}_" for n in report.notes]
+    out += [f"_{_m(n)}_\n" for n in report.notes]
     confidence = report.settings.get("confidence", 0.95)
     for i, g in enumerate(report.groups):
         out += [f"## {_m(g.group)}", ""]

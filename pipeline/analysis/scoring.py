@@ -424,7 +424,8 @@ def not_counted_text(outcomes: pd.DataFrame, limit: int = 2) -> str:
             continue
         first_lines = rows["why"].map(lambda w: (w.splitlines() or [""])[0][:160])
         common = first_lines.value_counts().head(limit)
-        parts.append(f"{len(rows)} {'were duplicates' if cls == 'duplicate' else cls} ("
+        what = ("duplicate" if len(rows) == 1 else "duplicates") if cls == "duplicate" else cls
+        parts.append(f"{len(rows)} {what} ("
                      + "; ".join(f"{n}× {why}" for why, n in common.items())
                      + ("; ..." if first_lines.nunique() > limit else "") + ")")
     return ", ".join(parts)

@@ -325,7 +325,7 @@ def scope_text(info: Mapping, n_runs: int) -> str:
     where = ", ".join(repr(e) for e in info.get("experiments") or []) or "(none)"
     runs = f"{n_runs} training run{'' if n_runs == 1 else 's'}"
     if info["how"] in ("parent_run_id", "latest_sweep"):
-        sweep = f"sweep {info['sweep_name'] or '?'} (parent run {info['parent_run_id']}, started {info['sweep_started']}"
+        sweep = f"sweep {info['sweep_name']!r} (parent run {info['parent_run_id']}, started {info['sweep_started']}"
         sweep += ", still running)" if info.get("sweep_status") == "RUNNING" else ")"
         if info["how"] == "parent_run_id":
             return f"Scope: {runs} of {sweep} in experiment {where}, chosen with parent_run_id."

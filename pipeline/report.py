@@ -121,6 +121,8 @@ def run_verification(proposal, name: str, out_dir: Path, experiment: str, uri: s
 def verification_for(rec, best, outcomes, vruns, criteria, options, uri, cache):
     """The proposal's verification runs among ``vruns`` (matched by the policy they recorded), scored like the
     group's candidates and compared with the recommended one; None when there are none."""
+    import pandas as pd
+
     from pipeline.analysis import composite, recommend, scoring, verification
     from pipeline.tracking import runs as tracked
 
@@ -130,7 +132,9 @@ def verification_for(rec, best, outcomes, vruns, criteria, options, uri, cache):
     same = (vruns["model"] == best["model"]) & (vruns["dataset"] == best["dataset"]) & \
         (vruns["optimizer"] == best["optimizer"]) & (vruns["momentum"] == best["momentum"]) & \
         (vruns["warmup"] == best["warmup"])
-    mine = vruns[same & [composite.verifies(r, rec.composite, recorded) for r in vruns.to_dict("records")]]
+    matches = pd.Series([composite.verifies(r, rec.composite, recorded) for r in vruns.to_dict("records")],
+                        index=vruns.index, dtype=bool)
+    mine = vruns[same & matches]
     if mine.empty:
         return None
     unrecorded = scoring.needs_history(mine, criteria.target, criteria.objective)

@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from pipeline.analysis.scoring import CLASSIFICATION
 from pipeline.policies import from_spec, to_spec
 from pipeline.tracking import runs as tracked
 from pipeline.tracking import store
@@ -37,9 +38,11 @@ POLICIES = {
 
 
 def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, run_name=None, extra_tags=None,
-              parent=None, targets=TARGETS, k_scale=None):
-    """One training run exactly as the training stage records it; ``accs`` are the val accuracies at steps
-    5, 10, ... (fewer when the run diverged)."""
+              parent=None, targets=TARGETS, k_scale=None, objective=CLASSIFICATION, steps=STEPS, summary_as="metrics"):
+    """One training run exactly as the training stage records it; ``accs`` are the values of the objective (val
+    accuracies unless ``objective`` says otherwise) at steps 5, 10, ... (fewer when the run diverged). Summaries
+    as ``metrics`` (runs recorded before summary params) or ``params`` (``summary.<name>``, as runs record now)."""
+    m = objective.metric
     node = dict(POLICIES[policy])
     if k_scale is not None:
         node.update({k: v * k_scale for k, v in node.items() if k in ("k0", "k1")})
@@ -48,7 +51,7 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
               "model": {"_target_": "pipeline.training.models.LeNet5", "_partial_": True},
               "dataset": {"_target_": "pipeline.training.data.synthetic.Synthetic", "batch_size": 64},
               "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9},
-              "trainer": {"max_steps": STEPS, "max_epochs": 1, "eval_every_steps": EVAL_EVERY, "targets": targets},
+              "trainer": {"max_steps": steps, "max_epochs": 1, "eval_every_steps": EVAL_EVERY, "targets": targets},
               "tracking": {"uri": None, "experiment": "lrbench", "flush_every": 500}}
     tags = {"kind": "train", "policy": policy, "policy_spec": lr_policy.lrbench_string(), "model": "lenet5",
             "dataset": "synthetic", "optimizer": "momentum", "seed": str(seed), "git_commit": "abc"}
@@ -56,19 +59,22 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
         tags["mlflow.parentRunId"] = parent
     if k_scale is not None:
         tags["k_scale"] = str(k_scale)
+    if objective != CLASSIFICATION:
+        tags.update(objective_metric=m, objective_mode=objective.mode)
     tags.update(extra_tags or {})
     run = client.create_run(experiment_id, run_name=run_name or f"{policy}-lenet5-synthetic-s{seed}", tags=tags)
     run_id = run.info.run_id
     recorded = {**flatten(config), "policy_config": json.dumps(to_spec(lr_policy), sort_keys=True)}
     params = [Param(k, v) for k, v in recorded.items()]
-    last_step = diverged_at if diverged_at is not None else STEPS
+    last_step = diverged_at if diverged_at is not None else steps
     metrics = []
     for t in range(last_step):
         metrics += [Metric("lr", lr_policy(t), 0, t), Metric("momentum", 0.9, 0, t),
                     Metric("train/loss", 2.0 / (1 + t), 0, t)]
-    steps = [EVAL_EVERY * (i + 1) for i in range(len(accs))]
-    for step, acc in zip(steps, accs):
-        metrics += [Metric("val/acc", acc, 0, step), Metric("val/loss", 1 - acc, 0, step)]
+    eval_steps = [EVAL_EVERY * (i + 1) for i in range(len(accs))]
+    for step, acc in zip(eval_steps, accs):
+        metrics += [Metric("val/acc", acc, 0, step), Metric("val/loss", 1 - acc, 0, step)] if m == "acc" else \
+            [Metric(objective.key, acc, 0, step)]
     summary = {"summary/steps": last_step, "summary/train_s": 0.05 * last_step,
                "summary/diverged": 1.0 if diverged_at is not None else 0.0, "summary/final_train_loss": 0.1}
     if diverged_at is not None:
@@ -76,21 +82,27 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
     if accs:
         last = accs[-5:]
         mean = sum(last) / len(last)
-        summary.update({"summary/best_val_acc": max(accs), "summary/best_val_acc_step": steps[accs.index(max(accs))],
-                        "summary/final_val_acc": accs[-1],
-                        "summary/val_acc_last_std": math.sqrt(sum((a - mean) ** 2 for a in last) / len(last))})
+        best = max(accs) if objective.maximise else min(accs)
+        summary.update({f"summary/best_val_{m}": best, f"summary/best_val_{m}_step": eval_steps[accs.index(best)],
+                        f"summary/final_val_{m}": accs[-1],
+                        f"summary/val_{m}_last_std": math.sqrt(sum((a - mean) ** 2 for a in last) / len(last))})
     for target in targets:
-        hit = next((s for s, a in zip(steps, accs) if a >= target), None)
-        summary[f"summary/reached_acc_{target:g}"] = 1.0 if hit is not None else 0.0
+        hit = next((s for s, a in zip(eval_steps, accs) if objective.reaches(a, target)), None)
+        summary[objective.summary("reached", target)] = 1.0 if hit is not None else 0.0
         if hit is not None:
-            summary[f"summary/steps_to_acc_{target:g}"] = hit
-            summary[f"summary/seconds_to_acc_{target:g}"] = 0.05 * hit
+            summary[objective.summary("steps_to", target)] = hit
+            summary[objective.summary("seconds_to", target)] = 0.05 * hit
     if diverged_at is None:
         summary.update({"summary/test_acc": accs[-1] - 0.01, "summary/test_acc_top5": 0.99,
                         "summary/test_loss": 0.3, "summary/test_conf_mean": 0.9, "summary/test_conf_std": 0.1,
                         "summary/test_conf_class_std": 0.05, "summary/loss_gap": -0.2})
-    metrics += [Metric(k, float(v), 0, last_step) for k, v in summary.items()]
-    client.log_batch(run_id, params=params[:100], tags=[RunTag("mlflow.note.content", "")])
+    if summary_as == "metrics":
+        metrics += [Metric(k, float(v), 0, last_step) for k, v in summary.items()]
+    else:
+        params += [Param("summary." + k.split("/", 1)[1], repr(float(v))) for k, v in summary.items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    client.log_batch(run_id, tags=[RunTag("mlflow.note.content", "")])
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
     if diverged_at is not None:

@@ -413,6 +413,10 @@ def not_counted(outcomes: pd.DataFrame) -> pd.DataFrame:
                          "class": rows["run_class"].map(CLASS_TEXT), "why": why})[columns].reset_index(drop=True)
 
 
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
 def not_counted_text(outcomes: pd.DataFrame, limit: int = 2) -> str:
     """How many of ``outcomes`` are not counted, by class, with their most frequent reasons (errors cut to one
     line), e.g. ``39 could not run (39× config: dataset: CIFAR-10 not found: ...)``; '' when all are scored."""
@@ -422,7 +426,7 @@ def not_counted_text(outcomes: pd.DataFrame, limit: int = 2) -> str:
         rows = table[table["class"] == cls]
         if rows.empty:
             continue
-        first_lines = rows["why"].map(lambda w: (w.splitlines() or [""])[0][:160])
+        first_lines = rows["why"].map(lambda w: _cut((w.splitlines() or [""])[0], 160))
         common = first_lines.value_counts().head(limit)
         what = ("duplicate" if len(rows) == 1 else "duplicates") if cls == "duplicate" else cls
         parts.append(f"{len(rows)} {what} ("

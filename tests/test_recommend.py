@@ -171,7 +171,7 @@ def test_rank_by_final_puts_the_best_final_objective_first_and_the_default_stays
     assert ranked_of(*rows)["name"].tolist() == ["step", "cos"]
     assert ranked_of(*rows, rank_by="final")["name"].tolist() == ["cos", "step"]
     _, rec = recommendation(*rows, rank_by="final")
-    assert rec.policy == "cos" and rec.text.startswith("cos: final val acc 0.96 ± 0 over 2 seeds")
+    assert rec.policy == "cos" and rec.text.startswith("cos: final val acc 0.960 ± 0.000 over 2 seeds")
     assert rec.margin.runner_up == "step" and rec.margin.difference == pytest.approx(0.037)
 
 

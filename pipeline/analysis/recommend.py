@@ -269,7 +269,8 @@ def _fastest_text(row: Mapping, objective: Objective, target: float) -> str:
 
 
 def _final_text(row: Mapping, objective: Objective) -> str:
-    return (f"{row['name']}: final {objective.label} {_stat(row, 'final_val', '.4g')} over "
+    digits = ".3f" if objective.bounds == (0.0, 1.0) else ".4g"  # accuracies as in the ranking table
+    return (f"{row['name']}: final {objective.label} {_stat(row, 'final_val', digits)} over "
             f"{plural(row['n_runs'], 'seed')} ({objective.direction})")
 
 

@@ -370,11 +370,20 @@ EXPERIMENT_NOTE = """Runs of lrbench-pipeline (LR policy benchmarks).
 """
 
 
+# The MLflow UI opens an experiment of this kind on its runs and charts ("Model training"), not on GenAI traces.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 def describe_experiment(uri: str, experiment: str, text: str = EXPERIMENT_NOTE) -> bool:
-    """Give an experiment a description (the MLflow UI's note) if it has none; True if it was set now."""
+    """Give an experiment a description (the MLflow UI's note) and the model-training kind where it has none;
+    True if the description was set now."""
     mlflow_client = _open(uri)
     found = mlflow_client.get_experiment_by_name(experiment)
-    if found is None or found.tags.get(NOTE_TAG):
+    if found is None:
+        return False
+    if not found.tags.get(KIND_TAG):
+        mlflow_client.set_experiment_tag(found.experiment_id, KIND_TAG, TRAINING_KIND)
+    if found.tags.get(NOTE_TAG):
         return False
     mlflow_client.set_experiment_tag(found.experiment_id, NOTE_TAG, text)
     return True

@@ -128,7 +128,10 @@ def verification_for(rec, best, outcomes, vruns, criteria, options, uri, cache):
 
     if rec.composite is None or vruns.empty:
         return None
-    recorded = composite.recorded_policy(outcomes.loc[outcomes["run_id"] == best["run_ids"][0]].iloc[0].to_dict())
+    try:
+        recorded = composite.recorded_policy(outcomes.loc[outcomes["run_id"] == best["run_ids"][0]].iloc[0].to_dict())
+    except composite.NotProposed:
+        return None
     same = (vruns["model"] == best["model"]) & (vruns["dataset"] == best["dataset"]) & \
         (vruns["optimizer"] == best["optimizer"]) & (vruns["momentum"] == best["momentum"]) & \
         (vruns["warmup"] == best["warmup"])
@@ -272,7 +275,7 @@ def report(options, uri: str, laps: Laps) -> None:
 
     # 6. Verify: train each proposed composite with the recommended policy's seeds and budget (verify=true), then
     #    compare every run that verifies it (these, or earlier ones however started) with the recommended policy.
-    for group_report, best, experiment in reports:
+    for group_report, _, experiment in reports:
         rec = group_report.recommendation
         if options.verify and rec.composite is not None:
             note = run_verification(rec.composite, group_report.composite_name, out_dir, experiment, uri,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ROOT
 from hydra.utils import instantiate
 from scipy import stats
 from test_scoring import make_run, table
-
-from conftest import ROOT
 
 from pipeline.analysis import composite, recommend, scoring, verification
 from pipeline.policies import Scaled, Stretched, Triangle2, Warmup, to_spec
@@ -124,8 +123,8 @@ def test_the_headline_of_a_policy_rejected_as_unstable_says_unstable_not_missed(
     # The case: every seed reached 0.3, but the late fluctuation made the policy bad.
     _, rec = recommendation(*(make_run("cos", s, 20, fluct=0.05) for s in (0, 1, 2)))
     assert rec.policy is None and "no policy reached" not in rec.text
-    assert rec.text == ("no policy is good: of 1 candidate, 1 fluctuated late (unstable); closest: cos (reached it in 3 "
-                        "of 3 seeds; unstable: late val acc std 0.0500 > 0.02)")
+    assert rec.text == ("no policy is good: of 1 candidate, 1 fluctuated late (unstable); closest: cos (reached it "
+                        "in 3 of 3 seeds; unstable: late val acc std 0.0500 > 0.02)")
     assert [h.kind for h in rec.headlines] == ["none"] and rec.headlines[0].text == rec.text
 
 

@@ -5,8 +5,6 @@ objective charts and no summary charts. Screenshots are saved as test artifacts 
 import re
 import shutil
 import subprocess
-from pathlib import Path
-
 import pytest
 from mlflow.tracking import MlflowClient
 

@@ -58,7 +58,8 @@ def setting_positions(ranked: pd.DataFrame, setting: Sequence[str] = SETTING_COL
     """
     from pipeline.analysis.recommend import RANK_COLUMNS, rank
 
-    missing = [c for c in (*setting, *REQUIRED_COLUMNS, RANK_COLUMNS.get(rank_by, f"{rank_by}_mean")) if c not in ranked]
+    needed = (*setting, *REQUIRED_COLUMNS, RANK_COLUMNS.get(rank_by, f"{rank_by}_mean"))
+    missing = [c for c in needed if c not in ranked]
     if missing:
         raise ValueError(f"the ranking table lacks the columns {missing}")
     columns = ["setting", "method", "position", *setting, "policy", "momentum", "optimizer", "name", "good", "rank"]

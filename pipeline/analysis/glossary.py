@@ -56,9 +56,9 @@ def glossary(settings: Mapping, objective: Objective = CLASSIFICATION) -> dict[s
                                    "over seeds).",
         f"final {objective.label}": f"{objective.label} at the run's last evaluation within the budget (for a "
                                     "diverged run: its last evaluation before the divergence).",
-        "interval clipped (*)": f"A t-interval reaching past the metric's possible values is clipped to them: "
-                                f"{objective.label} to {span}, steps and seconds to >= 0; a clipped interval is marked *. "
-                                "With 2 or 3 seeds t-intervals are wide.",
+        "interval clipped (*)": "A t-interval reaching past the metric's possible values is clipped to them: "
+                                f"{objective.label} to {span}, steps and seconds to >= 0; a clipped interval is "
+                                "marked *. With 2 or 3 seeds t-intervals are wide.",
         "test top-1 / top-5": "Accuracy on the held-out test set after training (fraction; classification only). "
                               "Shown for information; nothing is selected on it.",
         "AC / CV / CVAC": "LRBench's confidence metrics on the test set, over correctly classified samples (each a "
@@ -66,8 +66,8 @@ def glossary(settings: Mapping, objective: Objective = CLASSIFICATION) -> dict[s
                           "(LRBench calls it a variance), CVAC the standard deviation across classes of the per-class "
                           "mean. High AC with low CV and CVAC: confident, evenly across classes.",
         "late std": f"Late fluctuation: population std of the last {LATE_EVALS} {objective.label} evaluations of a "
-                    f"run, mean over seeds ({objective.metric} units). Above max_fluctuation ({fluct}) the candidate is "
-                    "unstable (bad).",
+                    f"run, mean over seeds ({objective.metric} units). Above max_fluctuation ({fluct}) the candidate "
+                    "is unstable (bad).",
         "loss gap": "LRBench's robustness proxy: final training loss minus test loss (cross-entropy, nats per sample). "
                     "Far below 0: the test loss is much higher than the training loss (overfitting).",
         "Pareto set": f"Good candidates that no other good candidate beats on both speed to the target and final "
@@ -79,8 +79,8 @@ def glossary(settings: Mapping, objective: Objective = CLASSIFICATION) -> dict[s
                     "one's, worded both ways (2.10× fewer steps; 3.90× slower). Baseline seeds that missed the target "
                     "count as their whole budget, making the ratio a bound (≥ or ≤).",
         "k scale robustness": "Policies run at several scales of their LR (schedule.k_scale): the share of scales at "
-                              f"which every seed reached the target, and the spread of the mean final {objective.label} "
-                              "across scales (a failed run counts as the metric's worst value).",
+                              "which every seed reached the target, and the spread of the mean final "
+                              f"{objective.label} across scales (a failed run counts as the metric's worst value).",
         "proposed composite": "LRBench's heterogeneous composite: the recommended policy until the step by which its "
                               "slowest seed reached the target, then FIX at tail_factor × its LR there.",
         "verification": "The composite trained with the recommended policy's seeds, budget and settings (verify=true, "

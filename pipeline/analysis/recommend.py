@@ -113,7 +113,7 @@ def pareto(ranked: pd.DataFrame, speed: str = "steps") -> pd.Series:
     usable = ranked["good"] & fast.notna() & final.notna()
     for _, index in ranked[usable].groupby("group").groups.items():
         for i in index:
-            out[i] = not any((fast[j] <= fast[i] and final[j] <= final[i]) and (fast[j] < fast[i] or final[j] < final[i])
+            out[i] = not any(fast[j] <= fast[i] and final[j] <= final[i] and (fast[j] < fast[i] or final[j] < final[i])
                              for j in index if j != i)
     return out
 
@@ -356,8 +356,8 @@ def recommend_group(ranked: pd.DataFrame, target: float, rank_by: str, baseline:
     best = good.iloc[0].to_dict()
     second = good.iloc[1].to_dict() if len(good) > 1 else None
     if rank_by == "final":
-        margin = margin_test(best["final_values"], second["final_values"] if second else [], alpha,
-                             objective.label, second["name"] if second else None, lower_is_better=not objective.maximise)
+        margin = margin_test(best["final_values"], second["final_values"] if second else [], alpha, objective.label,
+                             second["name"] if second else None, lower_is_better=not objective.maximise)
         text = _final_text(best, objective) + f"; reaches {target_label(target)} in {best['steps_mean']:,.0f} steps"
     else:
         unit = "steps" if rank_by == "steps" else "s"

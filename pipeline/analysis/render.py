@@ -20,7 +20,8 @@ from pipeline.analysis.document import GroupReport, Report, plain, report_json
 
 RUN_IT = "Run it: "
 VERIFY_IT = "Verify it (runs it, then reports it beside the recommended policy): "
-NOT_COUNTED = "Runs not counted (could not run, did not finish, duplicates): no seed of their policy, never held against it"
+NOT_COUNTED = ("Runs not counted (could not run, did not finish, duplicates): no seed of their policy, never held "
+               "against it")
 # Figures of a group: key in GroupReport.figures -> heading.
 FIGURES = (("evidence", "Time to target, LR curves, validation accuracy"),)
 CSS = """
@@ -84,7 +85,8 @@ def ranking_rows(ranked: pd.DataFrame, confidence: float, objective: dict | None
               "late std", "loss gap", "Pareto", "reasons"]
     rows = []
     for r in ranked.to_dict("records"):
-        test = f"{_num(r['test_val_mean'])} / {_num(r['test_top5_mean'])}" if classification else             _num(r["test_val_mean"], 4)
+        test = f"{_num(r['test_val_mean'])} / {_num(r['test_top5_mean'])}" if classification \
+            else _num(r["test_val_mean"], 4)
         rows.append([
             str(r["rank"]), r["name"], "good" if r["good"] else "bad", stat(r, "steps", 0), stat(r, "seconds", 1),
             f"{r['n_reached']}/{r['n_runs']}", stat(r, "best_val"), stat(r, "final_val", ci=False), test,
@@ -201,8 +203,8 @@ def report_html(report: Report) -> str:
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
              f"<h1>{_e(report.title)}</h1>"]
     intro = intro_lines(report)
-    parts += [f"<p class='scope'><b>{_e(line)}</b></p>" if i == 0 and report.scope else f"<p class='muted'>{_e(line)}</p>"
-              for i, line in enumerate(intro)]
+    parts += [f"<p class='scope'><b>{_e(line)}</b></p>" if i == 0 and report.scope else
+              f"<p class='muted'>{_e(line)}</p>" for i, line in enumerate(intro)]
     parts += [f"<p class='muted'>{_e(n)}</p>" for n in report.notes]
     confidence = report.settings.get("confidence", 0.95)
     for g in report.groups:

@@ -238,7 +238,8 @@ def _failure(row) -> str:
 
 def _budget_label(row: Mapping) -> str:
     steps = _text(row.get("param.trainer.max_steps"))
-    return f"{steps} steps" if steps not in ("", "-1") else f"{_text(row.get('param.trainer.max_epochs')) or '?'} epochs"
+    epochs = _text(row.get("param.trainer.max_epochs")) or "?"
+    return f"{steps} steps" if steps not in ("", "-1") else f"{epochs} epochs"
 
 
 def _differences(kept: Mapping, other: Mapping, limit: int = 3) -> list[str]:
@@ -267,7 +268,7 @@ def duplicates(outcomes: pd.DataFrame) -> pd.DataFrame:
     records = order.to_dict("index")
     kept_ids = {}
     run_keys = _column(order, "run_key")
-    for index, row in records.items():
+    for index in records:
         if not isinstance(run_keys[index], str) or not run_keys[index]:
             continue
         first = kept_ids.setdefault(("key", run_keys[index]), index)
@@ -393,8 +394,7 @@ def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[
     out["seconds_per_step"] = seconds_per_step
     for name, summary in (("val_best", "best"), ("val_final", "final"), ("val_late_std", "late_std")):
         recorded = _column(out, objective.summary(summary)).astype(float)
-        key = summary if summary != "late_std" else "late_std"
-        out[name] = [cut[r][key] if r in cut else v for r, v in zip(out["run_id"], recorded)]
+        out[name] = [cut[r][summary] if r in cut else v for r, v in zip(out["run_id"], recorded)]
     out["test_value"] = _column(out, objective.summary("test")).astype(float)
     return out
 

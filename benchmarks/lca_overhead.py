@@ -55,7 +55,10 @@ def run_once(steps: int, subset: int | None) -> dict[str, float]:
     result = run_job(cfg)
     if result.status != "FINISHED":
         raise RuntimeError(f"benchmark run {result.run_id} ended {result.status}: {result.failure}")
-    metrics = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(result.run_id).data.metrics
+    from pipeline.tracking.runs import summaries
+
+    run = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(result.run_id)
+    metrics = summaries(run.data.metrics, run.data.params)  # summary.* params, and the LCA callback's metrics
     out = {"train_s": metrics["summary/train_s"]}
     if subset is not None:
         out.update(lca_s=metrics["summary/lca_s"], lca_steps=metrics["summary/lca_steps"],

@@ -14,6 +14,7 @@ from pipeline.config.checks import ConfigError, check
 from pipeline.methods.autoassist.assistant import Assistant, keep_probability
 from pipeline.methods.autoassist.batches import KeptBatches
 from pipeline.methods.autoassist.summary import autoassist_comparison
+from pipeline.tracking.runs import summaries
 from pipeline.training.data.batching import EpochShuffleSampler, TensorBatchDataset, keep_batch
 from pipeline.training.job import run_job
 
@@ -163,7 +164,7 @@ def test_autoassist_run_is_reproducible_and_logs_what_it_did(store_uri):
     accept = [v for _, v in _history(client, first.run_id, "autoassist/accept_rate")]
     assert accept and all(0 < v <= 1 for v in accept)
     assert len(_history(client, first.run_id, "autoassist/assistant_acc")) == 30
-    metrics = run.data.metrics
+    metrics = summaries(run.data.metrics, run.data.params)
     assert metrics["summary/samples"] == 30 * 64
     assert metrics["summary/samples_to_acc_0.8"] == 64 * metrics["summary/steps_to_acc_0.8"]
     assert 0.3 <= metrics["summary/autoassist_accept_rate"] < 1
@@ -172,7 +173,8 @@ def test_autoassist_run_is_reproducible_and_logs_what_it_did(store_uri):
 
 def test_plain_run_counts_the_samples_it_trained_on(store_uri):
     result = run_job(compose_job(*SMALL, "+policy=fix"))
-    metrics = MlflowClient(store_uri).get_run(result.run_id).data.metrics
+    run = MlflowClient(store_uri).get_run(result.run_id)
+    metrics = summaries(run.data.metrics, run.data.params)
     assert metrics["summary/samples"] == 1000 + 14 * 64  # one epoch (16 batches) and 14 batches of the next
     steps = metrics["summary/steps_to_acc_0.8"]
     assert metrics["summary/samples_to_acc_0.8"] == (64 * steps if steps < 16 else 1000 + 64 * (steps - 16))
@@ -258,5 +260,5 @@ def test_a_crashed_autoassist_run_resumes_from_its_checkpoint_and_finishes(store
     assert run.info.status == "FINISHED" and [r.info.run_id for r in train_runs(store_uri)] == [result.run_id]
     samples = _history(client, result.run_id, "train/samples")
     assert samples == [(t, 64.0 * (t + 1)) for t in range(30)]  # each step once, the count carried over
-    assert run.data.metrics["summary/samples"] == 30 * 64
+    assert summaries(run.data.metrics, run.data.params)["summary/samples"] == 30 * 64
     assert run.data.metrics["summary/autoassist_seen"] > 30 * 64  # counts from before the crash were restored

@@ -17,7 +17,7 @@ def candidate(setting, policy, momentum, optimizer, steps=None, good=True, final
     return {"group": f"{model} / {dataset} / {optimizer}", "model": model, "dataset": dataset, "optimizer": optimizer,
             "policy": policy, "momentum": momentum, "name": name or policy, "good": good,
             "steps_mean": steps if good else math.nan, "n_failed": failed, "n_reached": 3 if good else 1,
-            "final_acc_mean": final, "best_acc_mean": final, "rank": 1}
+            "final_val_mean": final, "best_val_mean": final, "rank": 1}
 
 
 def table(*rows):

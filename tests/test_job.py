@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from conftest import TINY, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError
 from pipeline.policies import Triangle2
+from pipeline.tracking.runs import summaries
 from pipeline.training.job import run_job
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -33,15 +34,18 @@ def test_cli_run_records_every_step_of_the_policy_in_mlflow(tmp_path, store_uri)
         assert abs(value - policy(step)) / policy(step) < 1e-6
     loss_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
     assert loss_steps == list(range(60))
-    metrics = run.data.metrics
+    metrics = {**run.data.metrics, **summaries(run.data.metrics, run.data.params)}
     for key in ("val/acc", "val/loss", "val/acc_top5", "val/conf_mean", "val/conf_std", "val/conf_class_std",
                 "test/acc", "summary/best_val_acc", "summary/final_val_acc", "summary/train_s",
                 "summary/loss_gap", "summary/diverged", "summary/steps"):
         assert key in metrics, key
     assert metrics["summary/steps"] == 60 and metrics["summary/diverged"] == 0
+    # End-of-run figures are params and a table, not single-point metric charts that push lr off the run page.
+    assert not any(key.startswith("summary/") for key in run.data.metrics)
+    assert run.data.params["summary.steps"] == "60.0"
     assert run.data.params["policy.k1"] == "0.06"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "lr_curve.png"} <= artifacts
+    assert {"config.yaml", "lr_curve.png", "summary.csv", "summary.json", "lr_objective.png"} <= artifacts
     assert f"run {run.info.run_id} FINISHED" in proc.stdout
 
 
@@ -82,8 +86,9 @@ def test_diverging_run_stops_at_once_and_is_recorded_failed(store_uri):
     run = MlflowClient(store_uri).get_run(result.run_id)
     assert result.status == "FAILED" and run.info.status == "FAILED"
     assert run.data.tags["failure"] == "diverged"
-    assert run.data.metrics["summary/diverged"] == 1
-    assert run.data.metrics["summary/diverged_step"] < 49
+    summary = summaries(run.data.metrics, run.data.params)
+    assert summary["summary/diverged"] == 1
+    assert summary["summary/diverged_step"] < 49
 
 
 def test_no_run_is_created_when_the_config_is_bad(store_uri):
@@ -101,5 +106,6 @@ def test_lenet_on_a_real_slice_of_fashion_mnist_reaches_a_sensible_accuracy(stor
     run = MlflowClient(store_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     # LeNet-5 after ~4 epochs of an 8k-image slice: well above chance (0.1); full-data runs reach ~0.88.
-    assert run.data.metrics["summary/best_val_acc"] > 0.75
-    assert run.data.metrics["summary/test_acc"] > 0.72
+    summary = summaries(run.data.metrics, run.data.params)
+    assert summary["summary/best_val_acc"] > 0.75
+    assert summary["summary/test_acc"] > 0.72

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ROOT
 from hydra.utils import instantiate
 from scipy import stats
 from test_scoring import make_run, table
 
-from pipeline.analysis import composite, recommend, scoring
+from pipeline.analysis import composite, recommend, scoring, verification
 from pipeline.policies import Scaled, Stretched, Triangle2, Warmup, from_spec, to_spec
 
 TARGET = 0.85
@@ -53,12 +54,13 @@ def test_a_diverged_seed_makes_its_policy_bad_and_it_is_listed_with_the_reason()
 def test_missing_the_target_in_one_seed_makes_a_policy_bad():
     ranked = ranked_of(make_run("sin2", 0, 20), make_run("sin2", 1, None, final=0.8), make_run("fix", 0, 60))
     bad = ranked.set_index("name").loc["sin2"]
-    assert not bad["good"] and bad["reasons"] == ["missed 0.85 within 100 steps in 1 of 2 seeds (seed 1: best 0.800)"]
+    assert not bad["good"] and bad["reasons"] == [
+        "missed val acc ≥ 0.85 within 100 steps in 1 of 2 seeds (seed 1: best 0.800)"]
 
 
 def test_late_fluctuation_above_the_threshold_makes_a_policy_unstable():
     ranked = ranked_of(make_run("sin2", 0, 20, fluct=0.05), make_run("fix", 0, 60), max_fluctuation=0.02)
-    assert ranked.set_index("name").loc["sin2", "reasons"] == ["unstable: late val-acc std 0.0500 > 0.02"]
+    assert ranked.set_index("name").loc["sin2", "reasons"] == ["unstable: late val acc std 0.0500 > 0.02"]
     assert ranked_of(make_run("sin2", 0, 20, fluct=0.05), max_fluctuation=0.1)["good"].all()
 
 
@@ -113,7 +115,94 @@ def test_welch_p_value_matches_scipy():
 def test_no_good_policy_gives_no_recommendation_and_names_the_closest():
     _, rec = recommendation(make_run("sin2", 0, 20), make_run("sin2", 1, None), make_run("fix", 0, None))
     assert rec.policy is None and rec.composite is None
-    assert rec.text.startswith("no policy reached 0.85") and "closest: sin2 (1 of 2 seeds)" in rec.text
+    assert rec.text.startswith("no policy is good: of 2 candidates, 2 missed val acc ≥ 0.85 within budget")
+    assert "closest: sin2 (reached it in 1 of 2 seeds; missed val acc ≥ 0.85" in rec.text
+
+
+def test_the_headline_of_a_policy_rejected_as_unstable_says_unstable_not_missed():
+    # The issue's case: every seed reached 0.3, but the late fluctuation made the policy bad.
+    _, rec = recommendation(*(make_run("cos", s, 20, fluct=0.05) for s in (0, 1, 2)))
+    assert rec.policy is None and "no policy reached" not in rec.text
+    assert rec.text == ("no policy is good: of 1 candidate, 1 fluctuated late (unstable); closest: cos (reached it "
+                        "in 3 of 3 seeds; unstable: late val acc std 0.0500 > 0.02)")
+    assert [h.kind for h in rec.headlines] == ["none"] and rec.headlines[0].text == rec.text
+
+
+def test_a_group_whose_runs_could_not_run_names_no_bad_policy():
+    rec = recommend.recommend_group(ranked_of(), TARGET, "steps", "inv", 0.05, group="resnet20 / cifar10 / momentum",
+                                    unscored="39 could not run (39× config: dataset: CIFAR-10 not found)")
+    assert rec.policy is None and rec.group == "resnet20 / cifar10 / momentum"
+    assert rec.text.startswith("no policy could be evaluated: of its runs 39 could not run (39× config: dataset:")
+    assert "bad" not in rec.text and "closest" not in rec.text
+
+
+def test_one_seed_is_singular_in_every_sentence():
+    _, rec = recommendation(make_run("triangle2", 0, 20), make_run("sin2", 0, 40))
+    assert rec.text.endswith("over 1 seed") and "1 seeds" not in rec.text
+    assert rec.margin.text.endswith("not testable with 1 seed")
+    assert all("1 seeds" not in h.text for h in rec.headlines)
+
+
+@pytest.mark.parametrize("ratio, text", [(2.1, "2.10× fewer steps"), (1 / 3.9, "3.90× more steps"),
+                                         (1.001, "as many steps"), (None, None)])
+def test_ratios_read_right_both_ways(ratio, text):
+    assert recommend.ratio_phrase(ratio, "fewer steps", "more steps", "as many steps") == text
+
+
+def test_a_recommended_policy_that_is_slower_in_seconds_says_slower_not_a_fraction_less():
+    # The issue's case: the same steps as the baseline, 3.9x the training seconds.
+    rows = [make_run("step", s, 20, seconds_per_step=0.039, final=0.95) for s in (0, 1)]
+    rows += [make_run("inv", s, 20, seconds_per_step=0.01) for s in (0, 1)]
+    _, rec = recommendation(*rows)
+    assert rec.policy == "step"
+    assert rec.speedup.text == "as many steps and 3.90× slower in training time, against inv"
+    assert "0.26" not in rec.speedup.text and "fewer" not in rec.speedup.text
+
+
+def test_the_baseline_recommended_is_named_as_such():
+    _, rec = recommendation(make_run("inv", 0, 20), make_run("fix", 0, 40))
+    assert rec.policy == "inv" and rec.speedup.text == "the recommended policy is the baseline (inv)"
+
+
+def test_rank_by_final_puts_the_best_final_objective_first_and_the_default_stays_fastest():
+    # The issue's case: step reaches the target first, cos ends far better.
+    rows = [make_run("step", s, 20, final=0.923) for s in (0, 1)] + [make_run("cos", s, 40, final=0.96) for s in (0, 1)]
+    assert ranked_of(*rows)["name"].tolist() == ["step", "cos"]
+    assert ranked_of(*rows, rank_by="final")["name"].tolist() == ["cos", "step"]
+    _, rec = recommendation(*rows, rank_by="final")
+    assert rec.policy == "cos" and rec.text.startswith("cos: final val acc 0.960 ± 0.000 over 2 seeds")
+    assert rec.margin.runner_up == "step" and rec.margin.difference == pytest.approx(0.037)
+
+
+def test_the_three_headlines_name_the_fastest_the_best_final_and_the_pareto_set():
+    rows = [make_run("step", s, 20, final=0.923) for s in (0, 1)] + [make_run("cos", s, 40, final=0.96) for s in (0, 1)]
+    rows += [make_run("fix", s, 60, final=0.93) for s in (0, 1)]  # slower than step, worse than cos: dominated
+    ranked = ranked_of(*rows)
+    assert dict(zip(ranked["name"], recommend.pareto(ranked))) == {"step": True, "cos": True, "fix": False}
+    fastest, final, front = recommend.headlines(ranked, TARGET)
+    assert (fastest.kind, fastest.policies) == ("fastest", ["step"])
+    assert fastest.text.startswith("Fastest to the target (LRBench's rule, in optimizer steps): step: reaches val acc")
+    assert (final.kind, final.policies) == ("best_final", ["cos"]) and "final val acc 0.96" in final.text
+    assert (front.kind, front.policies) == ("pareto", ["step", "cos"])
+
+
+def test_a_min_mode_objective_ranks_lower_is_better():
+    loss = dict(target=0.3, metric="loss", mode="min")
+    rows = [make_run("sin2", s, 30, final=0.2, **loss) for s in (0, 1)]
+    rows += [make_run("fix", s, 30, final=0.1, **loss) for s in (0, 1)]
+    rows += [make_run("inv", s, None, final=0.5, **loss) for s in (0, 1)]
+    c = scoring.Criteria(0.3, objective=scoring.Objective("loss", "min"))
+    scores = scoring.score_candidates(scoring.run_outcomes(table(*rows), c), c)
+    classified = recommend.classify(scores, 0.3, 0.02)
+    assert recommend.rank(classified, "final")["name"].tolist() == ["fix", "sin2", "inv"]
+    assert recommend.rank(classified, "steps")["name"].tolist() == ["fix", "sin2", "inv"]  # tie broken by lower loss
+    inv = classified.set_index("name").loc["inv"]
+    assert inv["reasons"] == ["missed val loss ≤ 0.3 within 100 steps in 2 of 2 seeds (seed 0: best 0.5, "
+                              "seed 1: best 0.5)"]
+    rec = recommend.recommend_group(recommend.rank(classified, "final"), 0.3, "final", "inv", 0.05)
+    assert rec.policy == "fix" and rec.objective == {"metric": "loss", "mode": "min", "key": "val/loss",
+                                                     "direction": "lower is better"}
+    assert rec.margin.difference == pytest.approx(0.1)  # fix's loss is 0.1 lower: ahead
 
 
 POLICY = Triangle2(k0=0.01, k1=0.06, l=20)
@@ -195,3 +284,61 @@ def test_a_recommendation_for_runs_recorded_without_policy_config_says_no_compos
     outcomes = scoring.run_outcomes(table(*recorded), scoring.Criteria(TARGET))
     rec = recommend.recommendation_for(ranked_of(*recorded), outcomes, {}, TARGET, "steps", "inv", 0.05, None, 0.1)
     assert rec.composite.switch_step == 31 and rec.composite.lr_at_switch == POLICY(31)
+
+
+def _verification(composite_rows, single_rows, rank_by="steps"):
+    single = ranked_of(*single_rows).iloc[0].to_dict()
+    comp = ranked_of(*composite_rows).iloc[0].to_dict()
+    return verification.compare(single, comp, rank_by, 0.05)
+
+
+def test_a_composite_that_ends_better_beyond_seed_noise_is_verified_better():
+    single = [make_run("triangle2", s, 20, final=f) for s, f in enumerate((0.90, 0.91, 0.905))]
+    comp = [make_run("proposed_composite", s, 20, final=f) for s, f in enumerate((0.95, 0.951, 0.953))]
+    v = _verification(comp, single)
+    assert v.verdict == "better" and v.against == "triangle2" and v.seeds == [0, 1, 2]
+    speed, final = v.comparisons
+    assert speed.margin.text.endswith("identical in every seed") and speed.margin.exceeds_noise is False
+    assert final.composite == pytest.approx(0.9513, abs=1e-4) and final.margin.exceeds_noise
+    assert v.text.startswith("better than triangle2 over 3 seeds")
+
+
+def test_a_composite_within_seed_noise_or_bad_is_not_better():
+    single = [make_run("triangle2", s, 20, final=f) for s, f in enumerate((0.90, 0.95))]
+    close = [make_run("proposed_composite", s, 20, final=f) for s, f in enumerate((0.91, 0.95))]
+    v = _verification(close, single)
+    assert v.verdict == "not better" and "no lead over triangle2 beyond seed noise" in v.text
+    bad = [make_run("proposed_composite", s, None, final=0.5) for s in (0, 1)]
+    v = _verification(bad, single)
+    assert v.verdict == "not better" and v.text.startswith("not better: the composite is bad over 2 seeds (missed")
+
+
+def test_runs_of_a_proposal_are_recognised_by_the_policy_they_recorded():
+    best = _best(make_run("triangle2", 0, 30, params=POLICY_PARAMS), make_run("triangle2", 1, 40, params=POLICY_PARAMS))
+    proposal = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.1)
+    trained = instantiate(proposal.node)
+    assert composite.verifies({"policy_config": json.dumps(to_spec(trained))}, proposal, POLICY)
+    other = instantiate({**proposal.node, "segments": [proposal.node["segments"][0],
+                                                       {"policy": {"_target_": composite.FIX_TARGET, "k0": 0.5}}]})
+    assert not composite.verifies({"policy_config": json.dumps(to_spec(other))}, proposal, POLICY)
+    assert not composite.verifies({"policy_config": json.dumps(to_spec(POLICY))}, proposal, POLICY)
+    assert not composite.verifies({}, proposal, POLICY)
+
+
+def test_the_composites_command_repeats_the_seeds_budget_and_every_changed_setting():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "param.trainer.eval_every_steps": "10",
+              "param.trainer.targets": "[0.5, 0.9]", "param.trainer.eval_every_epochs": "3",
+              "param.dataset.noise": "6.0", "param.dataset.seed": "1", "param.trainer.progress": "False",
+              "param.optimizer.weight_decay": "0.0005", "param.dataset.train_subset": "None"}
+    best = _best(make_run("triangle2", 1, 30, params=params), make_run("triangle2", 0, 40, params=params))
+    defaults = composite.group_defaults(ROOT / "conf", {"model": "lenet5", "dataset": "synthetic",
+                                                        "optimizer": "momentum"})
+    assert defaults["trainer.eval_every_steps"] == "100" and "dataset.seed" not in defaults  # ${seed}: derived
+    proposal = composite.propose_composite(best, params, 0.1, defaults)
+    assert proposal.seeds == (0, 1) and proposal.total_steps == 100
+    assert proposal.overrides == ["model=lenet5", "dataset=synthetic", "optimizer=momentum", "trainer.max_steps=100",
+                                  "trainer.eval_every_steps=10", "trainer.targets=[0.5, 0.9]", "dataset.noise=6.0"]
+    args = composite.training_arguments(proposal, "/out", "proposed_composite", "my exp", "sqlite:////s/m.db")
+    assert args[:3] == ["--config-dir", "/out", "+policy=proposed_composite"]
+    assert args[3:] == [*proposal.overrides, "seed=0,1", "tracking.experiment='my exp'",
+                        "tracking.uri=sqlite:////s/m.db", "--multirun"]

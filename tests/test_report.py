@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from pipeline.analysis.scoring import CLASSIFICATION
 from pipeline.policies import from_spec, to_spec
 from pipeline.tracking import runs as tracked
 from pipeline.tracking import store
@@ -36,9 +38,11 @@ POLICIES = {
 
 
 def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, run_name=None, extra_tags=None,
-              parent=None, targets=TARGETS, k_scale=None):
-    """One training run exactly as the training stage records it; ``accs`` are the val accuracies at steps
-    5, 10, ... (fewer when the run diverged)."""
+              parent=None, targets=TARGETS, k_scale=None, objective=CLASSIFICATION, steps=STEPS, summary_as="metrics"):
+    """One training run exactly as the training stage records it; ``accs`` are the values of the objective (val
+    accuracies unless ``objective`` says otherwise) at steps 5, 10, ... (fewer when the run diverged). Summaries
+    as ``metrics`` (runs recorded before summary params) or ``params`` (``summary.<name>``, as runs record now)."""
+    m = objective.metric
     node = dict(POLICIES[policy])
     if k_scale is not None:
         node.update({k: v * k_scale for k, v in node.items() if k in ("k0", "k1")})
@@ -47,7 +51,7 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
               "model": {"_target_": "pipeline.training.models.LeNet5", "_partial_": True},
               "dataset": {"_target_": "pipeline.training.data.synthetic.Synthetic", "batch_size": 64},
               "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9},
-              "trainer": {"max_steps": STEPS, "max_epochs": 1, "eval_every_steps": EVAL_EVERY, "targets": targets},
+              "trainer": {"max_steps": steps, "max_epochs": 1, "eval_every_steps": EVAL_EVERY, "targets": targets},
               "tracking": {"uri": None, "experiment": "lrbench", "flush_every": 500}}
     tags = {"kind": "train", "policy": policy, "policy_spec": lr_policy.lrbench_string(), "model": "lenet5",
             "dataset": "synthetic", "optimizer": "momentum", "seed": str(seed), "git_commit": "abc"}
@@ -55,19 +59,22 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
         tags["mlflow.parentRunId"] = parent
     if k_scale is not None:
         tags["k_scale"] = str(k_scale)
+    if objective != CLASSIFICATION:
+        tags.update(objective_metric=m, objective_mode=objective.mode)
     tags.update(extra_tags or {})
     run = client.create_run(experiment_id, run_name=run_name or f"{policy}-lenet5-synthetic-s{seed}", tags=tags)
     run_id = run.info.run_id
     recorded = {**flatten(config), "policy_config": json.dumps(to_spec(lr_policy), sort_keys=True)}
     params = [Param(k, v) for k, v in recorded.items()]
-    last_step = diverged_at if diverged_at is not None else STEPS
+    last_step = diverged_at if diverged_at is not None else steps
     metrics = []
     for t in range(last_step):
         metrics += [Metric("lr", lr_policy(t), 0, t), Metric("momentum", 0.9, 0, t),
                     Metric("train/loss", 2.0 / (1 + t), 0, t)]
-    steps = [EVAL_EVERY * (i + 1) for i in range(len(accs))]
-    for step, acc in zip(steps, accs):
-        metrics += [Metric("val/acc", acc, 0, step), Metric("val/loss", 1 - acc, 0, step)]
+    eval_steps = [EVAL_EVERY * (i + 1) for i in range(len(accs))]
+    for step, acc in zip(eval_steps, accs):
+        metrics += [Metric("val/acc", acc, 0, step), Metric("val/loss", 1 - acc, 0, step)] if m == "acc" else \
+            [Metric(objective.key, acc, 0, step)]
     summary = {"summary/steps": last_step, "summary/train_s": 0.05 * last_step,
                "summary/diverged": 1.0 if diverged_at is not None else 0.0, "summary/final_train_loss": 0.1}
     if diverged_at is not None:
@@ -75,21 +82,27 @@ def write_run(client, experiment_id, policy, seed, accs, *, diverged_at=None, ru
     if accs:
         last = accs[-5:]
         mean = sum(last) / len(last)
-        summary.update({"summary/best_val_acc": max(accs), "summary/best_val_acc_step": steps[accs.index(max(accs))],
-                        "summary/final_val_acc": accs[-1],
-                        "summary/val_acc_last_std": math.sqrt(sum((a - mean) ** 2 for a in last) / len(last))})
+        best = max(accs) if objective.maximise else min(accs)
+        summary.update({f"summary/best_val_{m}": best, f"summary/best_val_{m}_step": eval_steps[accs.index(best)],
+                        f"summary/final_val_{m}": accs[-1],
+                        f"summary/val_{m}_last_std": math.sqrt(sum((a - mean) ** 2 for a in last) / len(last))})
     for target in targets:
-        hit = next((s for s, a in zip(steps, accs) if a >= target), None)
-        summary[f"summary/reached_acc_{target:g}"] = 1.0 if hit is not None else 0.0
+        hit = next((s for s, a in zip(eval_steps, accs) if objective.reaches(a, target)), None)
+        summary[objective.summary("reached", target)] = 1.0 if hit is not None else 0.0
         if hit is not None:
-            summary[f"summary/steps_to_acc_{target:g}"] = hit
-            summary[f"summary/seconds_to_acc_{target:g}"] = 0.05 * hit
+            summary[objective.summary("steps_to", target)] = hit
+            summary[objective.summary("seconds_to", target)] = 0.05 * hit
     if diverged_at is None:
         summary.update({"summary/test_acc": accs[-1] - 0.01, "summary/test_acc_top5": 0.99,
                         "summary/test_loss": 0.3, "summary/test_conf_mean": 0.9, "summary/test_conf_std": 0.1,
                         "summary/test_conf_class_std": 0.05, "summary/loss_gap": -0.2})
-    metrics += [Metric(k, float(v), 0, last_step) for k, v in summary.items()]
-    client.log_batch(run_id, params=params[:100], tags=[RunTag("mlflow.note.content", "")])
+    if summary_as == "metrics":
+        metrics += [Metric(k, float(v), 0, last_step) for k, v in summary.items()]
+    else:
+        params += [Param("summary." + k.split("/", 1)[1], repr(float(v))) for k, v in summary.items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+    client.log_batch(run_id, tags=[RunTag("mlflow.note.content", "")])
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
     if diverged_at is not None:
@@ -200,14 +213,19 @@ def test_report_recommends_the_fastest_policy_and_writes_html_md_json(report):
     assert not (ROOT / "report.log").exists() and not (ROOT / ".hydra").exists()
 
 
-def test_report_proposes_a_composite_that_the_training_entry_point_accepts(report):
+def test_report_proposes_a_composite_that_the_training_entry_point_accepts(lab, report):
     out, done = report
     composite = (out / "policy" / "proposed_composite.yaml").read_text()
     assert "pipeline.policies.Composite" in composite and "until_steps: 15" in composite
     command = next(line for line in done.stdout.splitlines() if "composite:" in line).split("composite: ")[1]
     assert command.startswith(f"python -m pipeline --config-dir {out} +policy=proposed_composite")
-    # The printed command composes (Hydra's --cfg job prints the job config instead of training).
-    shown = subprocess.run([sys.executable, *command.split()[1:], "--cfg", "job"], cwd=ROOT, capture_output=True,
+    args = shlex.split(command)[1:]
+    # The same seeds, budget, settings and store as the recommended policy's runs, as one sweep.
+    assert {"seed=0,1", "trainer.max_steps=40", "trainer.eval_every_steps=5", "dataset=synthetic",
+            "tracking.experiment=lrbench", f"tracking.uri={lab['uri']}"} <= set(args) and args[-1] == "--multirun"
+    # The printed command composes (Hydra's --cfg job prints the job config instead of training; one seed of it).
+    one_job = [a for a in args if a != "--multirun" and not a.startswith("seed=")]
+    shown = subprocess.run([sys.executable, *one_job, "--cfg", "job"], cwd=ROOT, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "_target_: pipeline.policies.Composite" in shown.stdout and "until_steps: 15" in shown.stdout
@@ -257,7 +275,8 @@ def test_the_report_config_composes_and_its_defaults_pass_the_checks():
     assert options.experiments == ("lrbench",) and options.out_dir.startswith("reports/")
 
 
-@pytest.mark.parametrize("key, value", [("target", 0), ("budget_s", -1), ("top_n", 0), ("max_points", 1.5),
+@pytest.mark.parametrize("key, value", [("target", "high"), ("target", math.nan), ("budget_s", -1),
+                                        ("scope", "newest"), ("verify", "yes"), ("top_n", 0), ("max_points", 1.5),
                                         ("tail_factor", 2), ("confidence", 1.0), ("baseline", ""),
                                         ("experiments", []), ("parent_run_id", "x'; drop"), ("log_to_mlflow", "yes")])
 def test_each_bad_report_setting_is_named_in_its_error(key, value):
@@ -271,13 +290,20 @@ def test_each_bad_report_setting_is_named_in_its_error(key, value):
         check_options({**cfg, key: value})
 
 
-@pytest.mark.parametrize("override, key", [("target=1.5", "target"), ("rank_by=fastest", "rank_by"),
+@pytest.mark.parametrize("override, key", [("target=inf", "target"), ("rank_by=fastest", "rank_by"),
                                            ("budget_steps=-3", "budget_steps"), ("alpha=1", "alpha")])
 def test_bad_config_value_exits_2_naming_the_key(tmp_path, override, key):
     done = run_report(f"tracking.uri=sqlite:///{tmp_path}/none.db", override, f"out_dir={tmp_path}/x")
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"error: {key} ") and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "none.db").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_target_outside_the_runs_objective_exits_2_naming_it(lab, tmp_path):
+    done = run_report(f"tracking.uri={lab['uri']}", "target=1.5", f"out_dir={tmp_path}/x", "log_to_mlflow=false")
+    assert done.returncode == 2 and not (tmp_path / "x").exists()
+    assert done.stderr.strip() == ("error: target must be a value of val/acc in (0, 1] (the runs' objective, higher is "
+                                   "better), got 1.5")
 
 
 def test_unknown_experiment_exits_2_listing_the_existing_ones(lab, tmp_path):
@@ -323,7 +349,7 @@ def test_report_on_a_sweep_trained_by_the_real_pipeline_recommends_and_proposes_
 
 
 def test_store_passwords_never_reach_the_report_pages():
-    from pipeline.report import public_uri
+    from pipeline.tracking.store import public_uri
 
     assert public_uri("postgresql://bob:s3cret@db:5432/mlflow") == "postgresql://bob:****@db:5432/mlflow"
     assert public_uri("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"

@@ -17,8 +17,8 @@ def test_report_adds_finish_rate_lca_and_autoassist_tables(tmp_path, store_uri):
         proc = run_cli(*args, *TINY, "multirun", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "report"
-    proc = run_cli(f"tracking.uri={store_uri}", f"out_dir={out}", "target=0.5", "max_fluctuation=1",
-                   module="pipeline.report", cwd=tmp_path)
+    proc = run_cli(f"tracking.uri={store_uri}", f"out_dir={out}", "target=0.5", "max_fluctuation=1", "scope=all",
+                   module="pipeline.report", cwd=tmp_path)  # three sweeps: every run, not the latest sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (out / "report.html").read_text()
     for title in ("Finish rate", "Loss change allocation", "AutoAssist"):

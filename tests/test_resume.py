@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import train_runs
+from pipeline.tracking.runs import summaries
 
 JOB = ["+policy=triangle2", "policy.l=40", "dataset=synthetic", "trainer.max_steps=160", "trainer.eval_every_steps=20",
        "trainer.checkpoint_every_steps=20", "trainer.num_threads=1", "trainer.progress=false"]
@@ -62,7 +63,7 @@ def test_kill_9_then_same_command_resumes_the_same_run_with_nothing_lost_or_doub
         resumed, uninterrupted = _series(client, run_id, key), _series(client, reference, key)
         assert [s for s, _ in resumed] == [s for s, _ in uninterrupted], key  # every step once, none missing
         assert [v for _, v in resumed] == pytest.approx([v for _, v in uninterrupted], rel=1e-6), key
-    final, ref = client.get_run(run_id).data.metrics, client.get_run(reference).data.metrics
+    final, ref = (summaries(r.data.metrics, r.data.params) for r in (client.get_run(run_id), client.get_run(reference)))
     for key in ("summary/test_acc", "summary/test_loss", "summary/final_val_acc", "summary/best_val_acc"):
         assert final[key] == pytest.approx(ref[key], rel=1e-6), key
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())

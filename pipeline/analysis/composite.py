@@ -5,20 +5,31 @@ with :func:`pipeline.policies.from_spec` and evaluated, never parsed back from f
 Rule: run the recommended policy until the optimizer step by which its slowest seed reached the target, then FIX at
 ``tail_factor`` (default 1/10) x the LR it had there, for the rest of the budget: the fast start is kept and the
 late fluctuation of a large LR is settled, as LRBench's own examples end a cyclic policy with a small FIX.
+
+LRBench composes *and verifies*: :func:`training_arguments` is the sweep that trains the proposal with the recommended
+policy's seeds, budget and settings (``verify=true`` runs it), and :func:`verifies` recognises its runs afterwards by
+the policy they recorded, however they were started.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.policies import Scaled, Stretched, Warmup, from_spec, to_spec
 
 COMPOSITE_TARGET = "pipeline.policies.Composite"
 FIX_TARGET = "pipeline.policies.Fix"
 POLICY_CONFIG = "policy_config"  # the run's param (and runs-table column) holding its policy's JSON spec
+# Settings a verification run takes from the recorded run, as param.<group>.<key>: the groups of a job's config.
+SETTING_GROUPS = ("trainer", "dataset", "model", "optimizer", "momentum", "warmup")
+# Never repeated: the budget (the proposal sets it), display-only and per-machine settings.
+SKIPPED_SETTINGS = {"trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.checkpoint_dir"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +38,10 @@ class CompositeProposal:
     switch_step: int          # absolute optimizer step of the switch
     lr_at_switch: float       # the recommended policy's LR there
     tail_lr: float
-    overrides: list[str]      # the other groups of the command line
+    overrides: list[str]      # the other groups and settings of the command line
     rule: str
+    total_steps: int = 0      # the run's optimizer steps (its budget)
+    seeds: tuple = field(default=())  # the recommended policy's seeds, which a verification repeats
 
 
 class NotProposed(ValueError):
@@ -93,7 +106,8 @@ def _int_param(params: Mapping[str, object], key: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: float = 0.1) -> CompositeProposal:
+def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: float = 0.1,
+                      defaults: Mapping[str, str] | None = None) -> CompositeProposal:
     """LRBench TIST-style heterogeneous composite: the recommended policy until the step by which it reached the
     target in every seed (the slowest seed), then FIX at ``tail_factor`` x its LR at that step, to settle and
     stop the late fluctuation of a large LR.
@@ -104,7 +118,8 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     tail's k0 is divided by it, so the tail LR is as stated), its clock stretch (``schedule.horizon_steps``: the
     switch moves into policy time), its warm-up (the switch moves into the composite's own clock) and momentum
     schedule, its groups and budget. Raises :class:`NotProposed` when the run recorded no valid policy, its LR at
-    the switch is not positive, or the switch falls inside the warm-up or at the end of the budget.
+    the switch is not positive, or the switch falls inside the warm-up or at the end of the budget. ``defaults``
+    (:func:`group_defaults`) add the run's settings that differ from its groups' defaults (:func:`setting_overrides`).
     """
     policy = recorded_policy(params)
     if not best["steps_values"]:
@@ -143,12 +158,95 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     else:
         epochs = _int_param(params, "param.trainer.max_epochs")
         overrides += [f"trainer.max_epochs={epochs}"] if epochs else []
+    overrides += setting_overrides(params, defaults or {})
     rule = (f"{best['name']} until optimizer step {switch} (where its slowest seed reached the target), then FIX "
             f"at {tail_factor:g} × its LR there ({lr_at_switch:.4g} → {tail:.4g}) for the rest of the budget")
-    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule)
+    seeds = tuple(sorted(s for s in best.get("seeds", []) if s is not None))
+    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds)
 
 
-def composite_command(proposal: CompositeProposal, config_dir: str, name: str) -> str:
-    """The command that trains the proposal: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option
-    through Hydra's ``--config-dir``."""
-    return " ".join(["python -m pipeline --config-dir", config_dir, f"+policy={name}", *proposal.overrides])
+# -- the sweep that verifies a proposal ----------------------------------------------------------------------------
+
+
+def group_defaults(conf_dir: str | Path, choices: Mapping[str, str]) -> dict[str, str]:
+    """The values each chosen option's file sets (``conf/<group>/<option>.yaml``; the trainer's ``default``), flat
+    and as strings the way a run records its params (``trainer.eval_every_steps`` -> ``100``). Values that are
+    interpolations (``${seed}``) are left out: the run's value is derived, not chosen."""
+    from omegaconf import OmegaConf
+
+    from pipeline.tracking.recorder import flatten
+
+    out = {}
+    for group, option in {"trainer": "default", **choices}.items():
+        path = Path(conf_dir) / group / f"{option}.yaml"
+        if group not in SETTING_GROUPS or not isinstance(option, str) or not path.is_file():
+            continue
+        node = OmegaConf.load(path)
+        raw = OmegaConf.to_container(node, resolve=False)
+        raw.pop("defaults", None)
+        out.update({k: v for k, v in flatten(raw, f"{group}.").items() if "${" not in v})
+    return out
+
+
+def _hydra_value(text: str) -> str:
+    """A recorded param as a Hydra override value: None -> null, True -> true; quoted when it holds characters
+    Hydra's grammar gives a meaning to."""
+    if text in ("None", "True", "False"):
+        return {"None": "null", "True": "true", "False": "false"}[text]
+    if re.fullmatch(r"[\w.:/+@-]*|\[[\w.:/+@, -]*\]", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def setting_overrides(params: Mapping[str, object], defaults: Mapping[str, str]) -> list[str]:
+    """``key=value`` for each of the run's recorded settings (``param.<group>.<key>``) that differs from its
+    groups' ``defaults``, so the proposal trains on the same data, model, optimizer and schedule of evaluations
+    (e.g. ``trainer.eval_every_steps=10``). Keys the defaults do not know are left out (a setting that no longer
+    exists would be refused), as are the budget and the display-only ones."""
+    out = []
+    for key, default in defaults.items():
+        value = params.get(f"param.{key}")
+        if not isinstance(value, str) or value == default or key in SKIPPED_SETTINGS:
+            continue
+        if key.rsplit(".", 1)[-1] in ("_target_", "_partial_"):
+            continue
+        out.append(f"{key}={_hydra_value(value)}")
+    return out
+
+
+def training_arguments(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,
+                       uri: str | None = None, sweep_dir: str | None = None) -> list[str]:
+    """The arguments of ``python -m pipeline`` that train the proposal as a sweep over the recommended policy's
+    seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``;
+    ``experiment`` and ``uri`` put the runs beside the ones they are compared with."""
+    args = ["--config-dir", config_dir, f"+policy={name}", *proposal.overrides]
+    if proposal.seeds:
+        args.append("seed=" + ",".join(str(s) for s in proposal.seeds))
+    if experiment:
+        args.append(f"tracking.experiment={_hydra_value(experiment)}")
+    if uri:
+        args.append(f"tracking.uri={uri}")
+    if sweep_dir:
+        args.append(f"hydra.sweep.dir={sweep_dir}")
+    return [*args, "--multirun"]
+
+
+def composite_command(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,
+                      uri: str | None = None) -> str:
+    """The command that trains the proposal (:func:`training_arguments`), as a user types it."""
+    return "python -m pipeline " + shlex.join(training_arguments(proposal, config_dir, name, experiment, uri))
+
+
+def verifies(params: Mapping[str, object], proposal: CompositeProposal, recorded) -> bool:
+    """Did a run (its ``policy_config`` in ``params``) train under ``proposal``? Its policy must give the recorded
+    policy's LR before the switch step and the tail LR from there to the end of the budget (checked at a few steps
+    of each part), which holds however the run was started (``verify=true`` or the printed command)."""
+    try:
+        policy = recorded_policy(params)
+    except NotProposed:
+        return False
+    switch, total = proposal.switch_step, max(proposal.total_steps, proposal.switch_step + 1)
+    head = sorted({0, switch // 2, switch - 1})
+    tail = sorted({switch, (switch + total - 1) // 2, total - 1})
+    return (all(math.isclose(policy(t), recorded(t), rel_tol=1e-6, abs_tol=1e-12) for t in head)
+            and all(math.isclose(policy(t), proposal.tail_lr, rel_tol=1e-2) for t in tail))

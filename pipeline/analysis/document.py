@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.analysis.recommend import Recommendation
+from pipeline.analysis.verification import Verification
 
 
 @dataclass
@@ -25,6 +26,8 @@ class GroupReport:
     figures: dict[str, bytes] = field(default_factory=dict)          # FIGURES key -> PNG
     composite_name: str | None = None                                # config option name, e.g. proposed_composite
     composite_command: str | None = None
+    verification: Verification | None = None                         # the composite's runs against the recommended
+    verify_command: str | None = None                                # the report again, with verify=true
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Report:
     groups: list[GroupReport]
     notes: list[str] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    scope: dict = field(default_factory=dict)              # which runs were read, and why (tracking.runs.load_scope)
+    objective: dict = field(default_factory=dict)          # scoring.Objective.as_dict()
+    glossary: dict[str, str] = field(default_factory=dict)
+    not_counted: pd.DataFrame = field(default_factory=pd.DataFrame)  # scoring.not_counted
 
 
 def plain(value):
@@ -84,23 +91,28 @@ def plain(value):
     return value
 
 
-RANKING_FIELDS = ["rank", "name", "good", "reasons", "policy", "policy_spec", "momentum", "warmup", "k_scale",
-                  "n_runs", "n_failed", "n_reached", "seeds", "steps_mean", "steps_std", "steps_ci_low",
-                  "steps_ci_high", "seconds_mean", "seconds_std", "seconds_ci_low", "seconds_ci_high", "best_acc_mean",
-                  "best_acc_std", "best_acc_ci_low", "best_acc_ci_high", "final_acc_mean", "final_acc_std",
-                  "final_acc_ci_low", "final_acc_ci_high", "test_acc_mean", "test_acc_std", "test_top5_mean",
-                  "ac_mean", "cv_mean", "cvac_mean", "fluct_mean", "fluct_max", "loss_gap_mean", "loss_gap_std",
-                  "budget_steps", "steps_values", "seconds_values", "failures", "missed", "run_ids", "target_source"]
+STAT_FIELDS = [f"{p}_{s}" for p in ("steps", "seconds", "best_val", "final_val")
+               for s in ("mean", "std", "ci_low", "ci_high", "ci_clipped")]
+RANKING_FIELDS = ["rank", "name", "good", "reasons", "pareto", "policy", "policy_spec", "momentum", "warmup", "k_scale",
+                  "objective_metric", "objective_mode", "n_runs", "n_failed", "n_reached", "seeds", *STAT_FIELDS,
+                  "test_val_mean", "test_val_std", "test_top5_mean", "ac_mean", "cv_mean", "cvac_mean", "fluct_mean",
+                  "fluct_max", "loss_gap_mean", "loss_gap_std", "budget_steps", "steps_values", "seconds_values",
+                  "final_values", "failures", "missed", "run_ids", "target_source"]
 
 
 def report_json(report: Report) -> dict:
-    """The machine version: settings, and per group the recommendation, ranking with scores, robustness."""
+    """The machine version: scope, objective, settings, and per group the recommendation (with its headlines),
+    ranking with scores, robustness and the composite's verification; the runs not counted; the glossary."""
     groups = []
     for g in report.groups:
         ranked = g.ranked[[c for c in RANKING_FIELDS if c in g.ranked]]
         groups.append({"group": g.group, "recommendation": plain(g.recommendation), "ranking": plain(ranked),
                        "robustness": plain(g.robustness), "k_scale_sensitivity": plain(g.sensitivity),
-                       "composite_config": g.composite_name, "composite_command": g.composite_command})
-    return {"title": report.title, "generated": report.generated, "source": plain(report.source),
-            "settings": plain(report.settings), "n_runs": report.n_runs, "notes": report.notes, "groups": groups,
-            "sections": [{"title": x.title, "note": x.note, "table": plain(x.data)} for x in report.sections]}
+                       "composite_config": g.composite_name, "composite_command": g.composite_command,
+                       "verification": plain(g.verification), "verify_command": g.verify_command})
+    return {"title": report.title, "generated": report.generated, "scope": plain(report.scope),
+            "objective": plain(report.objective), "source": plain(report.source), "settings": plain(report.settings),
+            "n_runs": report.n_runs, "notes": report.notes, "groups": groups,
+            "not_counted": plain(report.not_counted),
+            "sections": [{"title": x.title, "note": x.note, "table": plain(x.data)} for x in report.sections],
+            "glossary": report.glossary}

@@ -11,7 +11,7 @@ Definitions:
   respects (k scale, warm-up, policy parameters) count as one method, represented by its best-placed candidate.
 - A method's **position** in a setting is 1 + the number of other methods whose best candidate ranks ahead of its
   own, under the analysis stage's ranking rule (:func:`pipeline.analysis.recommend.rank`: good candidates first,
-  fastest to the target; then bad ones by failures, seeds reaching the target, accuracy), applied across every
+  fastest to the target; then bad ones by failures, seeds reaching the target, objective), applied across every
   candidate of the setting, whatever their optimizer.
 - **Top-k share** of a method: the number of settings where its position is <= k, divided by the number of
   settings in which the method was run (``settings``). With ``good_only`` a bad candidate (missed the target or
@@ -28,7 +28,7 @@ import pandas as pd
 SETTING_COLUMNS = ("model", "dataset")
 # What the input needs: the setting and method keys, and what recommend.rank orders by.
 REQUIRED_COLUMNS = ("policy", "momentum", "optimizer", "name", "good", "n_failed", "n_reached",
-                    "final_acc_mean", "best_acc_mean")
+                    "final_val_mean", "best_val_mean")
 
 
 def _text(value: object, default: str) -> str:
@@ -53,12 +53,13 @@ def setting_positions(ranked: pd.DataFrame, setting: Sequence[str] = SETTING_COL
 
     ``ranked`` is the analysis stage's candidate table (:func:`pipeline.analysis.recommend.classify` or
     :func:`~pipeline.analysis.recommend.rank` output): one row per candidate with the ``setting`` columns,
-    :data:`REQUIRED_COLUMNS` and ``{rank_by}_mean``. Its own ``rank`` (within a (model, dataset, optimizer) group)
+    :data:`REQUIRED_COLUMNS` and the ``rank_by`` column. Its own ``rank`` (within a (model, dataset, optimizer) group)
     is not used: candidates are ranked again across the whole setting.
     """
-    from pipeline.analysis.recommend import rank
+    from pipeline.analysis.recommend import RANK_COLUMNS, rank
 
-    missing = [c for c in (*setting, *REQUIRED_COLUMNS, f"{rank_by}_mean") if c not in ranked]
+    needed = (*setting, *REQUIRED_COLUMNS, RANK_COLUMNS.get(rank_by, f"{rank_by}_mean"))
+    missing = [c for c in needed if c not in ranked]
     if missing:
         raise ValueError(f"the ranking table lacks the columns {missing}")
     columns = ["setting", "method", "position", *setting, "policy", "momentum", "optimizer", "name", "good", "rank"]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from pipeline.arguments import check_int, check_number
 
-RANK_BY = ("steps", "seconds")
+RANK_BY = ("steps", "seconds", "final")
+SCOPES = ("latest_sweep", "all")
 _RUN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
@@ -28,11 +29,11 @@ class ReportOptions:
     uri: str | None                      # MLflow store; None: $MLFLOW_TRACKING_URI or the local SQLite store
     experiments: tuple[str, ...] | None  # experiment names; None: every experiment
     parent_run_id: str | None            # a sweep's parent run: report on its children only
-    target: float                        # validation top-1 accuracy to reach, fraction in (0, 1]
+    target: float                        # validation objective to reach, in its units (accuracy: fraction in (0, 1])
     budget_steps: int | None             # optimizer steps; None: each run's own budget
     budget_s: float | None               # training seconds; None: no time limit
     baseline: str                        # policy name speed-ups are measured against
-    rank_by: str                         # steps | seconds
+    rank_by: str                         # steps | seconds | final
     max_fluctuation: float               # late val-acc std (fraction) above which a policy is unstable
     alpha: float                         # significance level of the margin test
     confidence: float                    # level of the seed t-intervals
@@ -44,6 +45,8 @@ class ReportOptions:
     cache_dir: str | None                # folder of the history cache; None: memory only
     log_to_mlflow: bool                  # log the report as a kind=report run
     timings: bool = False                # print each stage's wall and CPU seconds to stderr
+    scope: str = "latest_sweep"          # latest_sweep | all: the runs read without parent_run_id
+    verify: bool = False                 # train the proposed composite (same seeds, budget) and report it
 
 
 def _checked(rule, key: str, *args, **kwargs):
@@ -59,6 +62,10 @@ def _number(cfg: Mapping, key: str, low: float, high: float, low_open: bool, uni
     if value is None and allow_none:
         return None
     return _checked(check_number, key, value, low, high, low_open=low_open, what=unit)
+
+
+def _finite(cfg: Mapping, key: str, unit: str) -> float:
+    return _checked(check_number, key, cfg.get(key), -math.inf, math.inf, what=unit)
 
 
 def _integer(cfg: Mapping, key: str, low: int, unit: str, allow_none=False) -> int | None:
@@ -118,7 +125,10 @@ def check_options(cfg: Mapping) -> ReportOptions:
     rank_by = cfg.get("rank_by")
     if rank_by not in RANK_BY:
         raise ReportConfigError(f"rank_by must be one of {', '.join(RANK_BY)}; got {rank_by!r}")
-    for key in ("log_to_mlflow", "timings"):
+    scope = cfg.get("scope", "latest_sweep")
+    if scope not in SCOPES:
+        raise ReportConfigError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    for key in ("log_to_mlflow", "timings", "verify"):
         if not isinstance(cfg.get(key, False), bool):
             raise ReportConfigError(f"{key} must be true or false, got {cfg.get(key)!r}")
     cache_dir = cfg.get("cache_dir")
@@ -126,7 +136,8 @@ def check_options(cfg: Mapping) -> ReportOptions:
         uri=uri,
         experiments=experiments,
         parent_run_id=parent,
-        target=float(_number(cfg, "target", 0, 1, True, "an accuracy")),
+        # In the objective's units; its range is checked once the runs say which objective it is.
+        target=_finite(cfg, "target", "a finite number in the objective's units (accuracy: a fraction in (0, 1])"),
         budget_steps=_integer(cfg, "budget_steps", 1, "optimizer steps", allow_none=True),
         budget_s=_number(cfg, "budget_s", 0, math.inf, True, "training seconds", allow_none=True),
         baseline=_name(cfg.get("baseline"), "baseline"),
@@ -142,6 +153,8 @@ def check_options(cfg: Mapping) -> ReportOptions:
         cache_dir=_name(cache_dir, "cache_dir", allow_none=True),
         log_to_mlflow=cfg.get("log_to_mlflow"),
         timings=cfg.get("timings", False),
+        scope=scope,
+        verify=cfg.get("verify", False),
     )
 
 

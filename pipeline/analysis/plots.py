@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from pipeline.analysis.scoring import CLASSIFICATION, Objective
+
 DPI = 100
 GOOD, BAD, TARGET = "#2e7d32", "#c62828", "#555555"
 
@@ -43,7 +45,7 @@ def _time_to_target(ax, ranked: pd.DataFrame, prefix: str, unit: str, target: fl
     right = float((means.fillna(0) + rows[f"{prefix}_std"].fillna(0)).max())
     ax.set_xlim(0, right * 1.2 if right > 0 else 1)  # room for the "k/n seeds" notes
     ax.set_yticks(range(n), rows["name"].tolist() if labels else [""] * n, fontsize=7)
-    ax.set_xlabel(f"{unit} to {target:g} (mean ± std)", fontsize=8)
+    ax.set_xlabel(f"{unit} to the target {target:g} (mean ± std)", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
 
@@ -61,10 +63,11 @@ def _lr_curves(ax, histories: pd.DataFrame, labels: Mapping[str, str], colours: 
 
 
 def _accuracy_curves(by_step, by_time, histories: pd.DataFrame, labels: Mapping[str, str],
-                     colours: Mapping[str, str], seconds_per_step: Mapping[str, float], target: float) -> None:
-    """Validation accuracy against optimizer steps and against training seconds (each run's step times its mean
-    training seconds per step), every plotted seed of every plotted candidate; the target dashed."""
-    acc = histories[histories["key"] == "val/acc"]
+                     colours: Mapping[str, str], seconds_per_step: Mapping[str, float], target: float,
+                     objective: Objective = CLASSIFICATION) -> None:
+    """The validation objective against optimizer steps and against training seconds (each run's step times its
+    mean training seconds per step), every plotted seed of every plotted candidate; the target dashed."""
+    acc = histories[histories["key"] == objective.key]
     for run_id, curve in acc.groupby("run_id", sort=False):
         name = labels.get(run_id)
         if name is None:
@@ -74,18 +77,18 @@ def _accuracy_curves(by_step, by_time, histories: pd.DataFrame, labels: Mapping[
         rate = seconds_per_step.get(run_id, math.nan)
         if rate == rate:  # not NaN
             by_time.plot(curve["step"] * rate, curve["value"], **style)
-    for ax, xlabel, title in ((by_step, "optimizer step", "val accuracy vs step"),
-                              (by_time, "training seconds (estimated)", "val accuracy vs training time")):
+    for ax, xlabel, title in ((by_step, "optimizer step", f"{objective.label} vs step"),
+                              (by_time, "training seconds (estimated)", f"{objective.label} vs training time")):
         ax.axhline(target, color=TARGET, ls="--", lw=1)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.set_title(f"{title} (dashed: {target:g})", fontsize=9)
+        ax.set_title(f"{title} (dashed: {target:g}, {objective.direction})", fontsize=9)
 
 
 def group_figure(ranked: pd.DataFrame, lr_histories: pd.DataFrame, lr_runs: Mapping[str, str],
                  acc_histories: pd.DataFrame, acc_runs: Mapping[str, str], seconds_per_step: Mapping[str, float],
-                 target: float) -> bytes:
-    """One group's evidence as one PNG: time to target in steps and seconds (top), LR curves and validation
-    accuracy against steps and seconds of the plotted candidates (bottom), with one legend for the colours.
+                 target: float, objective: Objective = CLASSIFICATION) -> bytes:
+    """One group's evidence as one PNG: time to target in steps and seconds (top), LR curves and the validation
+    objective against steps and seconds of the plotted candidates (bottom), with one legend for the colours.
 
     One figure per group with a fixed layout: matplotlib's automatic layout and each extra PNG cost about as much
     as the drawing itself, and the report has a time budget (a 1,000-run report in under 10 s).
@@ -105,11 +108,11 @@ def group_figure(ranked: pd.DataFrame, lr_histories: pd.DataFrame, lr_runs: Mapp
     steps_ax.set_title("time to target: green good, red bad", fontsize=9)
     colours = palette(list(dict.fromkeys([*lr_runs.values(), *acc_runs.values()])))
     _lr_curves(lr_ax, lr_histories, lr_runs, colours)
-    _accuracy_curves(by_step, by_time, acc_histories, acc_runs, colours, seconds_per_step, target)
+    _accuracy_curves(by_step, by_time, acc_histories, acc_runs, colours, seconds_per_step, target, objective)
     for ax in (lr_ax, by_step, by_time):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    by_step.set_ylabel("validation top-1", fontsize=8)
+    by_step.set_ylabel(objective.key, fontsize=8)
     handles = [Line2D([], [], color=c, lw=2) for c in colours.values()]
     lr_ax.legend(handles, list(colours), loc="center right", bbox_to_anchor=(-0.2, 0.5), fontsize=7,
                  frameon=False, title="plotted", title_fontsize=7)

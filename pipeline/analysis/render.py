@@ -21,6 +21,9 @@ import pandas as pd
 from pipeline.analysis.document import GroupReport, Report, plain, report_json
 
 RUN_IT = "Run it: "
+VERIFY_IT = "Verify it (runs it, then reports it beside the recommended policy): "
+NOT_COUNTED = ("Runs not counted (could not run, did not finish, duplicates): no seed of their policy, never held "
+               "against it")
 # Figures of a group: key in GroupReport.figures -> heading.
 FIGURES = (("evidence", "Time to target, LR curves, validation accuracy"),)
 CSS = """
@@ -32,7 +35,9 @@ h1{font-size:1.5em}h2{font-size:1.25em;border-bottom:1px solid #ccc;margin-top:2
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f4f4f4}
 td.num{text-align:right;white-space:nowrap}.good{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}
-.spec{color:#666;font-size:11px;word-break:break-all}img{max-width:100%;height:auto}
+.spec{color:#666;font-size:11px;word-break:break-all}
+.scope{border-left:4px solid #1565c0;background:#f0f5fb;padding:6px 10px}dl.glossary dt{font-weight:600;margin-top:6px}
+dl.glossary dd{margin:2px 0 0 16px;font-size:13px}img{max-width:100%;height:auto}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}.muted{color:#666;font-size:12px}
 td:last-child{min-width:220px}code{background:#e8ede8;padding:1px 4px;border-radius:3px;font-size:12.5px}
 """
@@ -46,7 +51,8 @@ def _ok(x) -> bool:
 
 
 def stat(row, prefix: str, digits: int = 3, ci: bool = True) -> str:
-    """``mean ± std [ci_low, ci_high]`` with what is defined; '–' when nothing is."""
+    """``mean ± std [ci_low, ci_high]`` with what is defined; '–' when nothing is; ``*`` after an interval clipped
+    to the metric's possible values."""
     mean, std = row.get(f"{prefix}_mean"), row.get(f"{prefix}_std")
     if not _ok(mean):
         return "–"
@@ -56,7 +62,7 @@ def stat(row, prefix: str, digits: int = 3, ci: bool = True) -> str:
         text += " ± " + fmt.format(std)
     lo, hi = row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high")
     if ci and _ok(lo) and _ok(hi):
-        text += f" [{fmt.format(lo)}, {fmt.format(hi)}]"
+        text += f" [{fmt.format(lo)}, {fmt.format(hi)}]" + ("*" if row.get(f"{prefix}_ci_clipped") is True else "")
     return text
 
 
@@ -64,20 +70,31 @@ def _num(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if _ok(x) else "–"
 
 
-def ranking_rows(ranked: pd.DataFrame, confidence: float) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the ranking table as plain (unescaped) strings, shared by HTML and Markdown."""
+def _label(objective: dict | None) -> str:
+    return f"val {(objective or {}).get('metric', 'acc')}"
+
+
+def ranking_rows(ranked: pd.DataFrame, confidence: float, objective: dict | None = None
+                 ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the ranking table as plain (unescaped) strings, shared by HTML and Markdown; the objective
+    (``Objective.as_dict()``) names its columns. Every column is explained in the report's glossary."""
     pct = f"{confidence:.0%}"
+    label = _label(objective)
+    classification = (objective or {}).get("metric", "acc") == "acc"
     header = ["#", "policy", "verdict", f"steps to target (mean ± std [{pct} CI])", "seconds to target",
-              "reached", f"best val acc [{pct} CI]", "final val acc", "test top-1 / top-5", "AC / CV / CVAC",
-              "late std", "loss gap", "reasons"]
+              "reached", f"best {label} [{pct} CI]", f"final {label}",
+              "test top-1 / top-5" if classification else f"test {label[4:]}", "AC / CV / CVAC",
+              "late std", "loss gap", "Pareto", "reasons"]
     rows = []
     for r in ranked.to_dict("records"):
+        test = f"{_num(r['test_val_mean'])} / {_num(r['test_top5_mean'])}" if classification \
+            else _num(r["test_val_mean"], 4)
         rows.append([
             str(r["rank"]), r["name"], "good" if r["good"] else "bad", stat(r, "steps", 0), stat(r, "seconds", 1),
-            f"{r['n_reached']}/{r['n_runs']}", stat(r, "best_acc"), stat(r, "final_acc", ci=False),
-            f"{_num(r['test_acc_mean'])} / {_num(r['test_top5_mean'])}",
+            f"{r['n_reached']}/{r['n_runs']}", stat(r, "best_val"), stat(r, "final_val", ci=False), test,
             f"{_num(r['ac_mean'])} / {_num(r['cv_mean'])} / {_num(r['cvac_mean'])}",
-            _num(r["fluct_mean"], 4), _num(r["loss_gap_mean"]), "; ".join(r["reasons"]) or "–"])
+            _num(r["fluct_mean"], 4), _num(r["loss_gap_mean"]), "yes" if r.get("pareto") is True else "",
+            "; ".join(r["reasons"]) or "–"])
     return header, rows
 
 
@@ -86,35 +103,77 @@ def recommendation_lines(g: GroupReport) -> list[str]:
     rec = g.recommendation
     if rec.policy is None:
         return [f"No recommendation: {rec.text}."]
-    lines = [f"Recommended: {rec.text}.", f"Policy: {rec.policy_spec}"]
+    by = {"steps": "fastest to the target in optimizer steps (LRBench's rule)",
+          "seconds": "fastest to the target in training seconds", "final": "best final objective within budget"}
+    lines = [h.text + "." for h in rec.headlines]
+    lines += [f"Recommended (rank_by={rec.rank_by}: {by.get(rec.rank_by, rec.rank_by)}): {rec.text}.",
+              f"Policy: {rec.policy_spec}"]
     if rec.margin is not None:
-        lines.append(f"Margin ({rec.rank_by} to target): {rec.margin.text}.")
+        what = "final objective" if rec.rank_by == "final" else f"{rec.rank_by} to target"
+        lines.append(f"Margin ({what}): {rec.margin.text}.")
     if rec.speedup is not None:
         lines.append(f"Speed-up vs baseline: {rec.speedup.text}.")
     if rec.composite is not None:
         lines.append(f"Proposed composite: {rec.composite.rule}.")
+    if g.verification is not None:
+        lines.append(f"Verified composite: {g.verification.text}.")
     if g.composite_command:
         lines.append(f"{RUN_IT}{g.composite_command}")
+    if g.verify_command and g.verification is None:
+        lines.append(f"{VERIFY_IT}{g.verify_command}")
     lines.extend(rec.notes)
     return lines
 
 
 def robustness_rows(g: GroupReport) -> tuple[list[str], list[list[str]]]:
-    header = ["policy", "k scales", "scales reaching target (all seeds)", "final acc spread", "per scale"]
+    header = ["policy", "k scales", "scales reaching target (all seeds)", "final val spread", "per scale"]
     rows = []
     for s in g.sensitivity.to_dict("records") if not g.sensitivity.empty else []:
         mine = g.robustness[(g.robustness["policy"] == s["policy"]) & (g.robustness["momentum"] == s["momentum"])
                             & (g.robustness["warmup"] == s["warmup"])]
-        detail = ", ".join(f"×{p['k_scale']:g}: {p['share_reached']:.0%} reached, acc {p['final_acc_mean']:.3f}"
+        detail = ", ".join(f"×{p['k_scale']:g}: {p['share_reached']:.0%} reached, final {p['final_val_mean']:.3f}"
                            + (f", {p['n_failed']} failed" if p["n_failed"] else "") for p in mine.to_dict("records"))
         rows.append([str(s["policy"]), ", ".join(f"{k:g}" for k in s["scales"]), f"{s['share_scales_reaching']:.0%}",
-                     f"{s['final_acc_spread']:.3f}", detail])
+                     f"{s['final_val_spread']:.3f}", detail])
     return header, rows
 
 
 def failure_rows(ranked: pd.DataFrame) -> list[list[str]]:
     return [[r["name"], str(f["seed"]), f["failure"], f["run_name"] or f["run_id"], f["error"]]
             for r in ranked.to_dict("records") for f in r["failures"]]
+
+
+def not_counted_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The runs no policy is scored on (:func:`pipeline.analysis.scoring.not_counted`), and why."""
+    table = report.not_counted
+    rows = [[str(r["group"]), str(r["policy"]), "-" if r["seed"] is None or r["seed"] is pd.NA else str(r["seed"]),
+             str(r["run_name"] or r["run_id"]), str(r["class"]), str(r["why"])]
+            for r in (table.to_dict("records") if not table.empty else [])]
+    return ["group", "policy", "seed", "run", "counted as", "why"], rows
+
+
+def verification_rows(g: GroupReport) -> tuple[list[str], list[list[str]]]:
+    """The composite's verification runs against the recommended policy, criterion by criterion."""
+    v = g.verification
+    rows = [[c.criterion, _num(c.composite, 4), _num(c.single, 4), c.margin.text] for c in v.comparisons]
+    return ["criterion", f"{v.composite} (mean)", f"{v.against} (mean)", "margin (Welch)"], rows
+
+
+def glossary_rows(report: Report) -> list[list[str]]:
+    return [[term, text] for term, text in report.glossary.items()]
+
+
+def intro_lines(report: Report) -> list[str]:
+    """The first lines of every format: the scope, then what was measured."""
+    objective = report.objective or {"key": "val/acc", "mode": "max"}
+    cmp = "≥" if objective.get("mode", "max") == "max" else "≤"
+    lines = [report.scope["text"]] if report.scope.get("text") else []
+    lines.append(f"Generated {report.generated} from {report.n_runs} training runs; {_source_text(report.source)}. "
+                 f"Target {objective.get('key')} {cmp} {report.settings.get('target')} "
+                 f"({objective.get('direction', 'higher is better')}), budget {_budget_text(report.settings)}, "
+                 f"ranked by {report.settings.get('rank_by')}. Every column and rule is explained in the glossary "
+                 "at the end.")
+    return lines
 
 
 # -- HTML ----------------------------------------------------------------------------------------------------------
@@ -144,21 +203,25 @@ def report_html(report: Report) -> str:
     """The whole report as one self-contained HTML page."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(report.title)}</title>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style></head><body>",
-             f"<h1>{_e(report.title)}</h1>",
-             f"<p class='muted'>Generated {_e(report.generated)} from {report.n_runs} training runs; "
-             f"{_e(_source_text(report.source))}. Target {_e(report.settings.get('target'))} validation top-1, "
-             f"budget {_e(_budget_text(report.settings))}, ranked by {_e(report.settings.get('rank_by'))}.</p>"]
+             f"<h1>{_e(report.title)}</h1>"]
+    intro = intro_lines(report)
+    parts += [f"<p class='scope'><b>{_e(line)}</b></p>" if i == 0 and report.scope else
+              f"<p class='muted'>{_e(line)}</p>" for i, line in enumerate(intro)]
     parts += [f"<p class='muted'>{_e(n)}</p>" for n in report.notes]
     confidence = report.settings.get("confidence", 0.95)
     for g in report.groups:
         parts.append(f"<h2>{_e(g.group)}</h2>")
         box = "box" if g.recommendation.policy else "box none"
-        lines = [f"<div>{_e(line)}</div>" if not line.startswith(RUN_IT) else
-                 f"<div>{_e(RUN_IT)}<code>{_e(line[len(RUN_IT):])}</code></div>" for line in recommendation_lines(g)]
+        lines = []
+        for line in recommendation_lines(g):
+            command = next((p for p in (RUN_IT, VERIFY_IT) if line.startswith(p)), None)
+            lines.append(f"<div class='headline'>{_e(line)}</div>" if command is None else
+                         f"<div>{_e(command)}<code>{_e(line[len(command):])}</code></div>")
         parts.append(f"<div class='{box}'>" + "".join(lines) + "</div>")
-        header, rows = ranking_rows(g.ranked, confidence)
+        header, rows = ranking_rows(g.ranked, confidence, report.objective)
         classes = [["", "", "good" if row[2] == "good" else "bad"] for row in rows]
-        parts.append("<h3>Ranking</h3>" + _html_table(header, rows, {0, 3, 4, 5, 6, 7, 8, 9, 10, 11}, classes))
+        if rows:
+            parts.append("<h3>Ranking</h3>" + _html_table(header, rows, {0, 3, 4, 5, 6, 7, 8, 9, 10, 11}, classes))
         specs = "".join(f"<div class='spec'>{_e(r['name'])}: {_e(r['policy_spec'])}</div>"
                         for r in g.ranked.to_dict("records"))
         parts.append(f"<details><summary class='muted'>exact policies (LRBench strings)</summary>{specs}</details>")
@@ -175,9 +238,17 @@ def report_html(report: Report) -> str:
                          + _html_table(["policy", "seed", "failure", "run", "error"], failures))
         if g.recommendation.composite is not None:
             parts.append(f"<h3>Proposed composite policy</h3><pre>{_e(composite_yaml(g))}</pre>")
+        if g.verification is not None:
+            parts.append(f"<h3>Verified composite: {_e(g.verification.verdict)}</h3>"
+                         f"<p>{_e(g.verification.text)}</p>" + _html_table(*verification_rows(g)))
+    if not report.not_counted.empty:
+        parts.append(f"<h2>{_e(NOT_COUNTED)}</h2>" + _html_table(*not_counted_rows(report)))
     for section in report.sections:
         parts.append(f"<h2>{_e(section.title)}</h2><p class='muted'>{_e(section.note)}</p>"
                      + _html_table(section.header, section.rows))
+    if report.glossary:
+        parts.append("<h2 id='glossary'>Glossary</h2><dl class='glossary'>"
+                     + "".join(f"<dt>{_e(t)}</dt><dd>{_e(d)}</dd>" for t, d in glossary_rows(report)) + "</dl>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -237,17 +308,19 @@ def figure_name(group_index: int, key: str) -> str:
 
 def report_markdown(report: Report) -> str:
     """The report in Markdown; figures are referenced as :func:`figure_name` files beside it."""
-    out = [f"# {_m(report.title)}", "",
-           f"Generated {_m(report.generated)} from {report.n_runs} training runs; {_m(_source_text(report.source))}. "
-           f"Target {_m(report.settings.get('target'))} validation top-1, budget {_m(_budget_text(report.settings))}, "
-           f"ranked by {_m(report.settings.get('rank_by'))}.", ""]
-    out += [f"_{_m(n)}_" for n in report.notes]
+    intro = intro_lines(report)
+    out = [f"# {_m(report.title)}", ""]
+    out += [(f"**{_m(line)}**" if i == 0 and report.scope else _m(line)) + "\n" for i, line in enumerate(intro)]
+    out += [f"_{_m(n)}_\n" for n in report.notes]
     confidence = report.settings.get("confidence", 0.95)
     for i, g in enumerate(report.groups):
         out += [f"## {_m(g.group)}", ""]
-        out += [f"> {_m(line)}  " if not line.startswith(RUN_IT) else f"> {RUN_IT}{_code(line[len(RUN_IT):])}  "
-                for line in recommendation_lines(g)] + [""]
-        out += ["### Ranking", "", _md_table(*ranking_rows(g.ranked, confidence)), ""]
+        for line in recommendation_lines(g):
+            command = next((p for p in (RUN_IT, VERIFY_IT) if line.startswith(p)), None)
+            out.append(f"> {_m(line)}  " if command is None else f"> {command}{_code(line[len(command):])}  ")
+        out.append("")
+        if not g.ranked.empty:
+            out += ["### Ranking", "", _md_table(*ranking_rows(g.ranked, confidence, report.objective)), ""]
         out += [f"- {_m(r['name'])}: {_code(str(r['policy_spec']))}" for r in g.ranked.to_dict("records")] + [""]
         out += [f"### {title}\n\n![{title}]({figure_name(i, key)})\n" for key, title in FIGURES if key in g.figures]
         if not g.sensitivity.empty:
@@ -258,8 +331,15 @@ def report_markdown(report: Report) -> str:
                     _md_table(["policy", "seed", "failure", "run", "error"], failures), ""]
         if g.recommendation.composite is not None:
             out += ["### Proposed composite policy", "", *_fenced(composite_yaml(g).rstrip(), "yaml"), ""]
+        if g.verification is not None:
+            out += [f"### Verified composite: {_m(g.verification.verdict)}", "", _m(g.verification.text), "",
+                    _md_table(*verification_rows(g)), ""]
+    if not report.not_counted.empty:
+        out += [f"## {_m(NOT_COUNTED)}", "", _md_table(*not_counted_rows(report)), ""]
     for section in report.sections:
         out += [f"## {_m(section.title)}", "", _m(section.note), "", _md_table(section.header, section.rows), ""]
+    if report.glossary:
+        out += ["## Glossary", ""] + [f"- **{_m(t)}**: {_m(d)}" for t, d in glossary_rows(report)] + [""]
     return "\n".join(out) + "\n"
 
 
@@ -279,6 +359,16 @@ def composite_yaml(g: GroupReport) -> str:
     return header + yaml.safe_dump(plain(c.node), sort_keys=False, default_flow_style=False)
 
 
+def write_composite(g: GroupReport, out_dir: str | Path) -> Path | None:
+    """``policy/<composite name>.yaml`` under ``out_dir`` (the ``--config-dir`` of its command), if proposed."""
+    if g.recommendation.composite is None or not g.composite_name:
+        return None
+    path = Path(out_dir) / "policy" / f"{g.composite_name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(composite_yaml(g))
+    return path
+
+
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.html, report.md, report.json, the figures and ``policy/<composite>.yaml`` files into
     ``out_dir``; return name -> path of everything written."""
@@ -291,10 +381,8 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
                 path = out / figure_name(i, key)
                 path.write_bytes(g.figures[key])
                 written[path.name] = path
-        if g.recommendation.composite is not None and g.composite_name:
-            path = out / "policy" / f"{g.composite_name}.yaml"
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(composite_yaml(g))
+        path = write_composite(g, out)
+        if path is not None:
             written[f"policy/{path.name}"] = path
     for name, text in (("report.html", report_html(report)), ("report.md", report_markdown(report)),
                        ("report.json", json.dumps(report_json(report), indent=1, ensure_ascii=False))):

@@ -1,20 +1,26 @@
 """Scores of LR policies from a runs table (:func:`pipeline.tracking.runs.load_runs`): pure pandas in, pandas out.
 
 Runs are grouped by (model, dataset, optimizer). Within a group a *candidate* is one exact policy: its LRBench
-string (``policy_spec``) plus its momentum schedule and warm-up; its runs are the seeds. Per candidate, over seeds
-(LRBench's metric families, notes lrbench.md section 3):
+string (``policy_spec``) plus its momentum schedule and warm-up; its runs are the seeds. Everything is measured on
+the runs' *objective* (:class:`Objective`: ``val/acc``, higher is better, unless the runs' tags name another metric
+and mode). Per candidate, over seeds (LRBench's metric families, notes lrbench.md section 3):
 
-- utility: best and final validation top-1, test top-1/top-5 (mean, std, t-interval), confidence AC/CV/CVAC (test);
-- cost: optimizer steps and training seconds to the target accuracy, and whether it was reached within budget;
-- variance: std across seeds, and late fluctuation (std of the last evaluations, ``summary/val_acc_last_std``);
+- utility: best and final validation objective, test top-1/top-5 (mean, std, t-interval), confidence AC/CV/CVAC;
+- cost: optimizer steps and training seconds to the target, and whether it was reached within budget;
+- variance: std across seeds, and late fluctuation (std of the last evaluations, ``summary/val_<metric>_last_std``);
 - robustness: the train-test loss gap, and sensitivity to scaling k (:func:`k_scale_robustness`);
-- failures: diverged, failed and killed runs stay in the table and are counted against their candidate.
+- failures: diverged and pruned runs stay in the table and are counted against their candidate.
+
+Runs that say nothing about a policy are never seeds (:func:`run_class`): runs that could not run (a bad config,
+missing data, the environment), runs that did not finish (interrupted, still running, crashed), and repeats of a
+run already counted (:func:`duplicates`). They are listed by :func:`not_counted`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,42 +29,147 @@ import pandas as pd
 
 GROUP_COLUMNS = ("model", "dataset", "optimizer")
 CANDIDATE_COLUMNS = ("policy_spec", "momentum", "warmup")
-VAL_ACC = "val/acc"
+INF = math.inf
+# The possible values of an objective metric: seed intervals are clipped to them.
+METRIC_BOUNDS = {"acc": (0.0, 1.0), "acc_top5": (0.0, 1.0), "loss": (0.0, INF), "rmse": (0.0, INF),
+                 "mse": (0.0, INF), "mae": (0.0, INF), "perplexity": (1.0, INF)}
+# The mode of a metric whose runs did not record ``objective_mode``.
+DEFAULT_MODES = {"acc": "max", "acc_top5": "max", "loss": "min", "rmse": "min", "mse": "min", "mae": "min",
+                 "perplexity": "min"}
+COST_BOUNDS = (0.0, INF)  # steps and seconds
+# How many of the last evaluations the late fluctuation is measured over (pipeline.training.metrics.LAST_EVALS).
+LATE_EVALS = 5
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the runs optimise: ``val/<metric>``, to maximise or minimise. Runs without the ``objective_metric``
+    and ``objective_mode`` tags are classification runs: ``acc``, ``max``."""
+
+    metric: str = "acc"
+    mode: str = "max"
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"objective_mode must be max or min, got {self.mode!r}")
+        if not self.metric or "/" in self.metric:
+            raise ValueError(f"objective_metric must be a metric name under val/, got {self.metric!r}")
+
+    @property
+    def key(self) -> str:
+        return f"val/{self.metric}"
+
+    @property
+    def label(self) -> str:
+        return f"val {self.metric}"
+
+    @property
+    def maximise(self) -> bool:
+        return self.mode == "max"
+
+    @property
+    def comparator(self) -> str:
+        return "≥" if self.maximise else "≤"
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.maximise else "lower is better"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return METRIC_BOUNDS.get(self.metric, (-INF, INF))
+
+    def reaches(self, value: float, target: float) -> bool:
+        return value >= target if self.maximise else value <= target
+
+    def summary(self, name: str, target: float | None = None) -> str:
+        """The summary key of ``name`` (``steps_to``, ``seconds_to``, ``samples_to``, ``reached``, ``best``, ``final``,
+        ``late_std``, ``test``) for this objective, e.g. ``summary/steps_to_acc_0.85``, ``summary/best_val_loss``."""
+        m = self.metric
+        if name in ("steps_to", "seconds_to", "samples_to", "reached"):
+            return f"summary/{name}_{m}_{target_label(target)}"
+        return {"best": f"summary/best_val_{m}", "final": f"summary/final_val_{m}",
+                "late_std": f"summary/val_{m}_last_std", "test": f"summary/test_{m}"}[name]
+
+    def as_dict(self) -> dict:
+        return {"metric": self.metric, "mode": self.mode, "key": self.key, "direction": self.direction}
+
+
+CLASSIFICATION = Objective()
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) and value else ""
+
+
+def objectives(runs: pd.DataFrame) -> pd.Series:
+    """Each run's objective, from its ``objective_metric`` / ``objective_mode`` tags (classification without)."""
+    metric = _column(runs, "objective_metric").map(lambda m: _text(m) or "acc")
+    mode = _column(runs, "objective_mode").map(_text)
+    return pd.Series([Objective(m, o or DEFAULT_MODES.get(m, "max")) for m, o in zip(metric, mode)],
+                     index=runs.index, dtype=object)
+
+
+def scope_objective(runs: pd.DataFrame) -> Objective:
+    """The one objective of the runs; ValueError naming them when they have several (one target cannot serve)."""
+    found = list(dict.fromkeys(objectives(runs))) if len(runs) else [CLASSIFICATION]
+    if len(found) > 1:
+        listed = ", ".join(f"{o.key} ({o.mode})" for o in found)
+        raise ValueError(f"target: the runs in scope optimise different objectives ({listed}); one target cannot "
+                         "serve them all: narrow the scope (parent_run_id=, experiments=)")
+    return found[0]
+
+
+def check_target(target: float, objective: Objective) -> None:
+    """ValueError naming ``target`` when it lies outside the objective's possible values (e.g. accuracy 1.5)."""
+    low, high = objective.bounds
+    if not low <= target <= high or (objective.metric.startswith("acc") and target == 0):
+        span = f"({low:g}, {high:g}]" if objective.metric.startswith("acc") else f"[{low:g}, {high:g}]"
+        raise ValueError(f"target must be a value of {objective.key} in {span} (the runs' objective, "
+                         f"{objective.direction}), got {target!r}")
 
 
 @dataclass(frozen=True)
 class Criteria:
-    """What "good" means: reach ``target`` (validation top-1, fraction) within the budget."""
+    """What "good" means: reach ``target`` (in the objective's units) within the budget."""
 
     target: float
     budget_steps: int | None = None  # optimizer steps; None: each run's own trainer.max_steps (or steps run)
     budget_s: float | None = None    # training seconds; None: no time limit
     confidence: float = 0.95         # level of the seed t-intervals
+    objective: Objective = CLASSIFICATION
 
 
 def target_label(target: float) -> str:
-    """The suffix of the ``summary/*_acc_{T}`` keys: ``{T:g}`` as the training stage writes it."""
+    """The suffix of the ``summary/*_<metric>_{T}`` keys: ``{T:g}`` as the training stage writes it."""
     return f"{target:g}"
 
 
-def seed_stats(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+def seed_stats(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None
+               ) -> dict[str, float]:
     """n, mean, sample std (ddof 1) and the two-sided t-interval of the mean over seeds; NaN where undefined.
 
-    The t quantile is ``scipy.special.stdtrit``, the function behind ``scipy.stats.t.ppf`` (importing
-    ``scipy.stats`` alone costs about a second).
+    ``bounds``: the values' possible range; an interval reaching past it is clipped to it (``clipped`` True): an
+    accuracy interval of [0.675, 1.27] is reported as [0.675, 1]. The t quantile is ``scipy.special.stdtrit``, the
+    function behind ``scipy.stats.t.ppf`` (importing ``scipy.stats`` alone costs about a second).
     """
     from scipy.special import stdtrit
 
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     n = len(x)
-    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan, "clipped": False}
     if n == 0:
         return out
     out["mean"] = float(x.mean())
     if n >= 2:
         std = float(x.std(ddof=1))
         half = float(stdtrit(n - 1, (1 + confidence) / 2)) * std / math.sqrt(n)
-        out.update(std=std, ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+        low, high = out["mean"] - half, out["mean"] + half
+        if bounds is not None:
+            clipped = low < bounds[0] or high > bounds[1]
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+            out["clipped"] = clipped
+        out.update(std=std, ci_low=low, ci_high=high)
     return out
 
 
@@ -66,22 +177,53 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs else pd.Series(math.nan, index=runs.index, dtype=float)
 
 
-def needs_history(runs: pd.DataFrame, target: float) -> list[str]:
+def needs_history(runs: pd.DataFrame, target: float, objective: Objective = CLASSIFICATION) -> list[str]:
     """Runs whose summaries do not say whether they reached ``target`` (it was not among their targets):
-    their first step at ``target`` has to come from the ``val/acc`` history."""
-    reached = _column(runs, f"summary/reached_acc_{target_label(target)}")
-    has_evals = _column(runs, "summary/best_val_acc").notna()
+    their first step at ``target`` has to come from the objective's ``val/`` history."""
+    reached = _column(runs, objective.summary("reached", target))
+    has_evals = _column(runs, objective.summary("best")).notna()
     return runs.loc[reached.isna() & has_evals, "run_id"].tolist()
 
 
-def first_reach_steps(histories: pd.DataFrame, target: float) -> dict[str, float]:
-    """Run id -> first step whose ``val/acc`` is >= ``target`` (NaN if never), for every run in ``histories``."""
-    acc = histories[histories["key"] == VAL_ACC]
-    out = {run_id: math.nan for run_id in acc["run_id"].unique()}
-    hits = acc[acc["value"] >= target].sort_values("step")
+def first_reach_steps(histories: pd.DataFrame, target: float, objective: Objective = CLASSIFICATION
+                      ) -> dict[str, float]:
+    """Run id -> first step whose objective reaches ``target`` (>= for max, <= for min; NaN if never), for every
+    run in ``histories``."""
+    curve = histories[histories["key"] == objective.key]
+    out = {run_id: math.nan for run_id in curve["run_id"].unique()}
+    at = curve["value"] >= target if objective.maximise else curve["value"] <= target
+    hits = curve[at].sort_values("step")
     for run_id, step in hits.groupby("run_id")["step"].first().items():
         out[run_id] = float(step)
     return out
+
+
+# -- what each run counts as ---------------------------------------------------------------------------------------
+
+# Failure tags of runs that could not train: refused before training (a bad value, a missing or corrupt data set, an
+# unusable store: the sweep records them as ``config``), or set up wrong by their environment.
+SETUP_FAILURES = frozenset({"config", "setup", "data", "environment"})
+# Failure tags that are training outcomes: the policy's result, counted against it.
+OUTCOME_FAILURES = frozenset({"diverged", "pruned"})
+# An exception (failure ``error``) whose text names a setup problem: no data, a missing file or module, no device,
+# no memory, no permission. Such a run says nothing about its policy either.
+SETUP_ERROR = re.compile(
+    r"DatasetNotFoundError|FileNotFoundError|No such file|not found|ModuleNotFoundError|ImportError|"
+    r"PermissionError|Permission denied|No space left|out of memory|OutOfMemoryError|CUDA is not available|"
+    r"no CUDA|tracking store", re.IGNORECASE)
+RUN_CLASSES = ("scored", "could_not_run", "did_not_finish", "duplicate")
+CLASS_TEXT = {"could_not_run": "could not run", "did_not_finish": "did not finish", "duplicate": "duplicate"}
+
+
+def run_class(failure: str, error: object = None) -> str:
+    """``scored`` (finished, or ended by a training outcome: diverged, pruned), ``could_not_run`` (setup: see
+    :data:`SETUP_FAILURES`, :data:`SETUP_ERROR`) or ``did_not_finish`` (killed, still running, crashed). Only
+    scored runs are seeds of their policy."""
+    if failure in SETUP_FAILURES or (failure == "error" and SETUP_ERROR.search(_text(error))):
+        return "could_not_run"
+    if not failure or failure in OUTCOME_FAILURES:
+        return "scored"
+    return "did_not_finish"
 
 
 def _failure(row) -> str:
@@ -94,6 +236,115 @@ def _failure(row) -> str:
     return ""
 
 
+def _budget_label(row: Mapping) -> str:
+    steps = _text(row.get("param.trainer.max_steps"))
+    epochs = _text(row.get("param.trainer.max_epochs")) or "?"
+    return f"{steps} steps" if steps not in ("", "-1") else f"{epochs} epochs"
+
+
+def _differences(kept: Mapping, other: Mapping, limit: int = 3) -> list[str]:
+    keys = sorted(k for k in set(kept) | set(other) if str(k).startswith("param.") and k != "param.seed")
+    out = []
+    for key in keys:
+        a, b = kept.get(key), other.get(key)
+        if _text(a) != _text(b):
+            out.append(f"{key[len('param.'):]} {_text(b) or '-'} vs {_text(a) or '-'}")
+    return out[:limit]
+
+
+def duplicates(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Runs that repeat a run already counted: ``duplicate_of`` (the kept run's id, '' for a kept run) and
+    ``duplicate_reason``. Repeats are the same ``run_key`` (the same command and seed), or the same candidate
+    (policy, momentum, warm-up in the same model / data / optimizer) and seed: a second run of seed 0 is never a
+    second seed, even with another budget or setting (the reason names the settings that differ). Of each set the
+    newest finished run is kept (else the newest). Runs that could not run are left alone."""
+    out = pd.DataFrame({"duplicate_of": "", "duplicate_reason": ""}, index=outcomes.index)
+    eligible = outcomes[outcomes["run_class"] != "could_not_run"]
+    if eligible.empty:
+        return out
+    order = eligible.assign(_unfinished=eligible["status"] != "FINISHED",
+                            _start=_column(eligible, "start_time")).sort_values(
+        ["_unfinished", "_start"], ascending=[True, False], na_position="last", kind="stable")
+    records = order.to_dict("index")
+    kept_ids = {}
+    run_keys = _column(order, "run_key")
+    for index in records:
+        if not isinstance(run_keys[index], str) or not run_keys[index]:
+            continue
+        first = kept_ids.setdefault(("key", run_keys[index]), index)
+        if first != index:
+            out.loc[index] = [records[first]["run_id"],
+                              f"repeats run {records[first]['run_name'] or records[first]['run_id']} (same run key "
+                              f"{run_keys[index]}: the same command and seed)"]
+    for index, row in records.items():
+        if out.at[index, "duplicate_of"] or row["seed"] is None or row["seed"] is pd.NA:
+            continue
+        first = kept_ids.setdefault(("seed", row["group"], row["candidate"], int(row["seed"])), index)
+        if first == index:
+            continue
+        kept = records[first]
+        name = kept["run_name"] or kept["run_id"]
+        differing = _differences(kept, row)
+        if not differing:
+            reason = (f"repeats run {name}: same policy, model, data, optimizer, seed {int(row['seed'])} and budget "
+                      f"({_budget_label(row)})")
+        else:
+            reason = (f"same policy and seed {int(row['seed'])} as run {name} but other settings "
+                      f"({'; '.join(differing)}): not a second seed")
+        out.loc[index] = [kept["run_id"], reason]
+    return out
+
+
+# -- scores of runs --------------------------------------------------------------------------------------------------
+
+
+def _diverged_step(row: Mapping) -> float:
+    step = row.get("summary/diverged_step")
+    if step is not None and not (isinstance(step, float) and math.isnan(step)):
+        return float(step)
+    found = re.search(r"at step (\d+)", _text(row.get("error")))
+    return float(found.group(1)) if found else math.nan
+
+
+def score_cutoffs(runs: pd.DataFrame, criteria: Criteria) -> dict[str, int]:
+    """Run id -> the last step whose evaluation may count towards its best, final and late-fluctuation scores,
+    for runs where the summaries do not already stop there: diverged runs (evaluations at or after the divergence
+    step measure a broken model: they never feed the run's final score) and runs longer than ``budget_steps``."""
+    out = {}
+    for row in runs.to_dict("records"):
+        cut = math.inf
+        if row.get("failure") == "diverged" or row.get("summary/diverged") == 1:
+            step = _diverged_step(row)
+            cut = step - 1 if not math.isnan(step) else cut
+        steps = row.get("summary/steps")
+        if criteria.budget_steps is not None and steps is not None and steps > criteria.budget_steps:
+            cut = min(cut, criteria.budget_steps)
+        if cut != math.inf:
+            out[row["run_id"]] = int(cut)
+    return out
+
+
+def cut_scores(histories: pd.DataFrame, cutoffs: Mapping[str, int], objective: Objective = CLASSIFICATION
+               ) -> dict[str, dict[str, float]]:
+    """Run id -> best, final and late std (population std of the last 5) of the objective over the evaluations at
+    steps <= its cutoff (:func:`score_cutoffs`); NaN where no evaluation came before it."""
+    curve = histories[(histories["key"] == objective.key) & histories["run_id"].isin(list(cutoffs))]
+    out = {run_id: {"best": math.nan, "final": math.nan, "late_std": math.nan} for run_id in cutoffs}
+    for run_id, points in curve.sort_values("step").groupby("run_id"):
+        values = points.loc[points["step"] <= cutoffs[run_id], "value"].tolist()
+        if values:
+            late = values[-LATE_EVALS:]
+            out[run_id] = {"best": max(values) if objective.maximise else min(values), "final": values[-1],
+                           "late_std": float(np.std(late))}
+    return out
+
+
+def _joined(columns: pd.DataFrame, separator: str) -> pd.Series:
+    if columns.empty:
+        return pd.Series(dtype=object, index=columns.index)
+    return columns.astype(str).agg(separator.join, axis=1)
+
+
 def _run_budget(runs: pd.DataFrame, criteria: Criteria) -> pd.Series:
     if criteria.budget_steps is not None:
         return pd.Series(float(criteria.budget_steps), index=runs.index)
@@ -101,29 +352,36 @@ def _run_budget(runs: pd.DataFrame, criteria: Criteria) -> pd.Series:
     return own.where(own > 0, _column(runs, "summary/steps")).astype(float)
 
 
-def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[str, float] | None = None
-                 ) -> pd.DataFrame:
-    """The runs table plus, per run: ``group``, ``candidate``, ``failure`` ('' if none), ``budget_steps``,
-    ``steps_to`` and ``seconds_to`` the target (NaN if never), ``reached`` (within budget), ``target_source``.
+def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[str, float] | None = None,
+                 cut: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
+    """The runs table plus, per run: ``group``, ``candidate``, ``failure`` ('' if none), ``run_class``
+    (:data:`RUN_CLASSES`), ``duplicate_of``/``duplicate_reason``, ``budget_steps``, ``steps_to`` and ``seconds_to``
+    the target (NaN if never), ``reached`` (within budget), ``target_source``, and the objective's ``val_best``,
+    ``val_final``, ``val_late_std`` and ``test_value``.
 
     ``reached_steps`` (from :func:`first_reach_steps`) answers for runs whose summaries did not record the
-    target; their seconds are estimated from the run's mean training seconds per step.
+    target; their seconds are estimated from the run's mean training seconds per step. ``cut`` (from
+    :func:`cut_scores`) replaces the summaries' best, final and late std of diverged or over-budget runs.
     """
     reached_steps = reached_steps or {}
+    cut = cut or {}
+    objective, target = criteria.objective, criteria.target
     out = runs.copy()
-    for column in ("summary/diverged", "summary/steps", "summary/train_s"):
+    for column in ("summary/diverged", "summary/steps", "summary/train_s", "start_time", "run_key"):
         out[column] = _column(out, column)
-    label = target_label(criteria.target)
-    out["group"] = out[list(GROUP_COLUMNS)].fillna("?").astype(str).agg(" / ".join, axis=1)
+    out["group"] = _joined(out[list(GROUP_COLUMNS)].fillna("?"), " / ")
     spec = out["policy_spec"].where(out["policy_spec"].notna(), "policy=" + out["policy"].fillna("?").astype(str))
     out["policy_spec"] = spec
-    out["candidate"] = out[list(CANDIDATE_COLUMNS)].astype(str).agg(" | ".join, axis=1)
+    out["candidate"] = _joined(out[list(CANDIDATE_COLUMNS)], " | ")
     out["failure"] = out.apply(_failure, axis=1) if len(out) else pd.Series(dtype=str)
+    out["run_class"] = [run_class(f, e) for f, e in zip(out["failure"], _column(out, "error"))]
+    out[["duplicate_of", "duplicate_reason"]] = duplicates(out)
+    out.loc[out["duplicate_of"] != "", "run_class"] = "duplicate"
     out["budget_steps"] = _run_budget(out, criteria)
     seconds_per_step = out["summary/train_s"] / out["summary/steps"].where(out["summary/steps"] > 0)
-    reached_flag = _column(out, f"summary/reached_acc_{label}")
-    steps = _column(out, f"summary/steps_to_acc_{label}").where(reached_flag == 1)
-    seconds = _column(out, f"summary/seconds_to_acc_{label}").where(reached_flag == 1)
+    reached_flag = _column(out, objective.summary("reached", target))
+    steps = _column(out, objective.summary("steps_to", target)).where(reached_flag == 1)
+    seconds = _column(out, objective.summary("seconds_to", target)).where(reached_flag == 1)
     from_history = out["run_id"].map(lambda r: reached_steps.get(r, math.nan)).astype(float)
     use_history = reached_flag.isna() & out["run_id"].isin(list(reached_steps))
     out["steps_to"] = steps.where(~use_history, from_history)
@@ -134,22 +392,65 @@ def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[
         within &= out["seconds_to"] <= criteria.budget_s
     out["reached"] = out["steps_to"].notna() & within
     out["seconds_per_step"] = seconds_per_step
+    for name, summary in (("val_best", "best"), ("val_final", "final"), ("val_late_std", "late_std")):
+        recorded = _column(out, objective.summary(summary)).astype(float)
+        out[name] = [cut[r][summary] if r in cut else v for r, v in zip(out["run_id"], recorded)]
+    out["test_value"] = _column(out, objective.summary("test")).astype(float)
     return out
 
 
-def _stats_columns(prefix: str, values, confidence: float) -> dict:
-    s = seed_stats(values, confidence)
+def not_counted(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The runs that are no seed of their policy, one row each: group, policy, seed, run_name, run_id, class (could
+    not run, did not finish, duplicate) and why (the duplicate's reason, else the failure and its error)."""
+    rows = outcomes[outcomes["run_class"] != "scored"]
+    columns = ["group", "policy", "seed", "run_name", "run_id", "class", "why"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    why = [d if d else (f"{f}: {_text(e)}" if _text(e) else f) for d, f, e in
+           zip(rows["duplicate_reason"], rows["failure"], _column(rows, "error"))]
+    return pd.DataFrame({"group": rows["group"], "policy": rows["policy"], "seed": rows["seed"],
+                         "run_name": rows["run_name"], "run_id": rows["run_id"],
+                         "class": rows["run_class"].map(CLASS_TEXT), "why": why})[columns].reset_index(drop=True)
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars - 1] + "…"
+
+
+def not_counted_text(outcomes: pd.DataFrame, limit: int = 2) -> str:
+    """How many of ``outcomes`` are not counted, by class, with their most frequent reasons (errors cut to one
+    line), e.g. ``39 could not run (39× config: dataset: CIFAR-10 not found: ...)``; '' when all are scored."""
+    table = not_counted(outcomes)
+    parts = []
+    for cls in ("could not run", "did not finish", "duplicate"):
+        rows = table[table["class"] == cls]
+        if rows.empty:
+            continue
+        first_lines = rows["why"].map(lambda w: _cut((w.splitlines() or [""])[0], 160))
+        common = first_lines.value_counts().head(limit)
+        what = ("duplicate" if len(rows) == 1 else "duplicates") if cls == "duplicate" else cls
+        parts.append(f"{len(rows)} {what} ("
+                     + "; ".join(f"{n}× {why}" for why, n in common.items())
+                     + ("; ..." if first_lines.nunique() > limit else "") + ")")
+    return ", ".join(parts)
+
+
+# -- scores of candidates --------------------------------------------------------------------------------------------
+
+
+def _stats_columns(prefix: str, values, confidence: float, bounds=None) -> dict:
+    s = seed_stats(values, confidence, bounds)
     return {f"{prefix}_mean": s["mean"], f"{prefix}_std": s["std"], f"{prefix}_ci_low": s["ci_low"],
-            f"{prefix}_ci_high": s["ci_high"]}
+            f"{prefix}_ci_high": s["ci_high"], f"{prefix}_ci_clipped": s["clipped"]}
 
 
-# Seed statistics over these summaries (prefix -> summary metric), and means of the confidence metrics.
-SEED_STATS = {"best_acc": "summary/best_val_acc", "final_acc": "summary/final_val_acc", "test_acc": "summary/test_acc",
-              "test_top5": "summary/test_acc_top5", "loss_gap": "summary/loss_gap"}
+# Seed statistics (prefix -> run column); None bounds: the objective's. Means of the confidence metrics.
+SEED_STATS = {"best_val": ("val_best", None), "final_val": ("val_final", None), "test_val": ("test_value", None),
+              "test_top5": ("summary/test_acc_top5", (0.0, 1.0)), "loss_gap": ("summary/loss_gap", (-INF, INF))}
 MEANS = {"ac": "summary/test_conf_mean", "cv": "summary/test_conf_std", "cvac": "summary/test_conf_class_std"}
 _RUN_FIELDS = ["group", *GROUP_COLUMNS, "candidate", "policy", *CANDIDATE_COLUMNS, "k_scale", "run_id", "run_name",
                "seed", "failure", "error", "reached", "steps_to", "seconds_to", "budget_steps", "seconds_per_step",
-               "target_source", *SEED_STATS.values(), *MEANS.values(), "summary/val_acc_last_std"]
+               "target_source", *(c for c, _ in SEED_STATS.values()), *MEANS.values(), "val_late_std"]
 
 
 def _seed(value) -> int | None:
@@ -161,7 +462,7 @@ def _mean(values: list[float]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def _score(runs: list[dict], confidence: float) -> dict:
+def _score(runs: list[dict], confidence: float, objective: Objective) -> dict:
     first = runs[0]
     failed = [r for r in runs if r["failure"]]
     reached = [r for r in runs if r["reached"]]
@@ -169,6 +470,8 @@ def _score(runs: list[dict], confidence: float) -> dict:
     row = {c: first[c] for c in ("group", *GROUP_COLUMNS, "candidate", "policy", *CANDIDATE_COLUMNS)}
     row.update(
         k_scale=k_scales.pop() if len(k_scales) == 1 else math.nan,
+        objective_metric=objective.metric,
+        objective_mode=objective.mode,
         n_runs=len(runs),
         n_failed=len(failed),
         n_reached=len(reached),
@@ -177,41 +480,45 @@ def _score(runs: list[dict], confidence: float) -> dict:
         reached_seeds=[_seed(r["seed"]) for r in reached],
         failures=[{"run_id": r["run_id"], "run_name": r["run_name"], "seed": _seed(r["seed"]), "failure": r["failure"],
                    "error": r["error"] if isinstance(r["error"], str) else ""} for r in failed],
-        missed=[{"run_id": r["run_id"], "seed": _seed(r["seed"]), "best_val_acc": r["summary/best_val_acc"]}
+        missed=[{"run_id": r["run_id"], "seed": _seed(r["seed"]), "best": r["val_best"]}
                 for r in runs if not r["failure"] and not r["reached"]],
         steps_values=[r["steps_to"] for r in reached],
         seconds_values=[r["seconds_to"] for r in reached],
+        final_values=[r["val_final"] for r in runs if not math.isnan(r["val_final"])],
         budget_steps=max(r["budget_steps"] for r in runs),
         seconds_per_step=_mean([r["seconds_per_step"] for r in runs]),
         target_source=",".join(sorted({r["target_source"] for r in runs})),
     )
-    row.update(_stats_columns("steps", row["steps_values"], confidence))
-    row.update(_stats_columns("seconds", row["seconds_values"], confidence))
-    for prefix, column in SEED_STATS.items():
-        row.update(_stats_columns(prefix, [r[column] for r in runs], confidence))
+    row.update(_stats_columns("steps", row["steps_values"], confidence, COST_BOUNDS))
+    row.update(_stats_columns("seconds", row["seconds_values"], confidence, COST_BOUNDS))
+    for prefix, (column, bounds) in SEED_STATS.items():
+        row.update(_stats_columns(prefix, [r[column] for r in runs], confidence, bounds or objective.bounds))
     for name, column in MEANS.items():
         row[f"{name}_mean"] = _mean([r[column] for r in runs])
-    fluct = [r["summary/val_acc_last_std"] for r in runs if not math.isnan(r["summary/val_acc_last_std"])]
+    fluct = [r["val_late_std"] for r in runs if not math.isnan(r["val_late_std"])]
     row["fluct_mean"] = _mean(fluct)
     row["fluct_max"] = max(fluct) if fluct else math.nan
     return row
 
 
 def score_candidates(outcomes: pd.DataFrame, criteria: Criteria) -> pd.DataFrame:
-    """One row per (group, candidate) with seed statistics; see the module docstring for the families.
+    """One row per (group, candidate) over its scored runs (``run_class == "scored"``) with seed statistics; see
+    the module docstring for the families.
 
-    ``<metric>_mean/_std/_ci_low/_ci_high`` for steps, seconds (over the seeds that reached the target within
-    budget), best_acc, final_acc, test_acc, test_top5, loss_gap; ``ac/cv/cvac_mean``; ``fluct_mean/_max``;
-    counts ``n_runs``, ``n_failed``, ``n_reached``; lists ``seeds``, ``run_ids``, ``failures``, ``missed``,
-    ``steps_values``, ``seconds_values``; and ``name``, the display name (:func:`display_names`).
+    ``<metric>_mean/_std/_ci_low/_ci_high/_ci_clipped`` for steps, seconds (over the seeds that reached the target
+    within budget), best_val, final_val, test_val (the objective's best and final validation and its test value),
+    test_top5, loss_gap; ``ac/cv/cvac_mean``; ``fluct_mean/_max``; counts ``n_runs``, ``n_failed``, ``n_reached``;
+    lists ``seeds``, ``run_ids``, ``failures``, ``missed``, ``steps_values``, ``seconds_values``, ``final_values``;
+    ``objective_metric``/``objective_mode``; and ``name``, the display name (:func:`display_names`).
     """
-    if outcomes.empty:
+    scored = outcomes[outcomes["run_class"] == "scored"] if "run_class" in outcomes else outcomes
+    if scored.empty:
         return pd.DataFrame(columns=["group", "candidate", "name", "n_runs"])
-    slim = pd.DataFrame({c: _column(outcomes, c) for c in _RUN_FIELDS}).sort_values(["group", "candidate", "seed"])
+    slim = pd.DataFrame({c: _column(scored, c) for c in _RUN_FIELDS}).sort_values(["group", "candidate", "seed"])
     by_candidate: dict[tuple, list[dict]] = {}
     for record in slim.to_dict("records"):
         by_candidate.setdefault((record["group"], record["candidate"]), []).append(record)
-    scores = pd.DataFrame([_score(runs, criteria.confidence) for runs in by_candidate.values()])
+    scores = pd.DataFrame([_score(runs, criteria.confidence, criteria.objective) for runs in by_candidate.values()])
     scores["name"] = display_names(scores)
     return scores
 
@@ -250,34 +557,42 @@ def display_names(scores: pd.DataFrame) -> pd.Series:
     return names
 
 
-def k_scale_robustness(outcomes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def k_scale_robustness(outcomes: pd.DataFrame, objective: Objective = CLASSIFICATION
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """LRBench's base-LR-scale robustness, for policies run at several ``k_scale`` values (robustness preset).
 
     Returns (per_scale, sensitivity). per_scale: one row per (group, policy, momentum, warmup, k_scale) with
-    n_runs, n_failed, share_reached (of runs), final_acc_mean. sensitivity: one row per policy with n_scales,
-    share_scales_reaching (scales where every run reached the target within budget) and final_acc_spread (max -
-    min of the per-scale mean final accuracy; a failed run counts as accuracy 0). Empty tables when no policy
-    was run at more than one scale.
+    n_runs, n_failed, share_reached (of runs), final_val_mean. sensitivity: one row per policy with n_scales,
+    share_scales_reaching (scales where every run reached the target within budget) and final_val_spread (max -
+    min of the per-scale mean final objective; a failed run counts as the objective's worst possible value, e.g.
+    accuracy 0, or is left out where that is unbounded). Empty tables when no policy was run at more than one
+    scale. Only scored runs count.
     """
     keys = ["group", "policy", "momentum", "warmup"]
     if outcomes.empty:
         return pd.DataFrame(), pd.DataFrame()
+    if "run_class" in outcomes:
+        outcomes = outcomes[outcomes["run_class"] == "scored"]
     scaled = outcomes.groupby(keys)["k_scale"].transform("nunique") > 1
     data = outcomes[scaled].copy()
     if data.empty:
         return pd.DataFrame(), pd.DataFrame()
-    data["final_acc"] = _column(data, "summary/final_val_acc").where(data["failure"] == "", 0.0).fillna(0.0)
+    worst = objective.bounds[0] if objective.maximise else objective.bounds[1]
+    worst = worst if math.isfinite(worst) else math.nan
+    data["final_val"] = _column(data, "val_final").where(data["failure"] == "", worst)
+    if math.isfinite(worst):
+        data["final_val"] = data["final_val"].fillna(worst)
     data["is_failed"] = data["failure"] != ""
     per_scale = (data.groupby(keys + ["k_scale"])
                  .agg(n_runs=("run_id", "size"), n_failed=("is_failed", "sum"), share_reached=("reached", "mean"),
-                      all_reached=("reached", "all"), final_acc_mean=("final_acc", "mean"))
+                      all_reached=("reached", "all"), final_val_mean=("final_val", "mean"))
                  .reset_index())
     sensitivity = (per_scale.groupby(keys)
                    .agg(n_scales=("k_scale", "size"), share_scales_reaching=("all_reached", "mean"),
-                        final_acc_min=("final_acc_mean", "min"), final_acc_max=("final_acc_mean", "max"),
+                        final_val_min=("final_val_mean", "min"), final_val_max=("final_val_mean", "max"),
                         scales=("k_scale", lambda s: sorted(float(v) for v in s)))
                    .reset_index())
-    sensitivity["final_acc_spread"] = sensitivity["final_acc_max"] - sensitivity["final_acc_min"]
+    sensitivity["final_val_spread"] = sensitivity["final_val_max"] - sensitivity["final_val_min"]
     return per_scale.drop(columns="all_reached"), sensitivity
 
 

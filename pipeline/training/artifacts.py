@@ -1,10 +1,15 @@
-"""What every run records when it starts: its params (the resolved config, and the exact policy as a loadable
-spec), the config as YAML and a plot of its LR curve."""
+"""What every run records when it starts (its params: the resolved config, and the exact policy as a loadable
+spec; the config as YAML and a plot of its LR curve) and when it ends (its summary as params and a table, and one
+figure of the LR and the objective over steps)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -51,3 +56,61 @@ def record_setup(recorder, config: dict, policy, total_steps: int, title: str) -
         lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", title)
         recorder.artifact(str(Path(tmp) / "config.yaml"))
         recorder.artifact(str(Path(tmp) / "lr_curve.png"))
+
+
+# End-of-run figures are params ``summary.<name>`` and the table artifact summary.csv (and .json), not metrics: a
+# single-point metric is a chart of one dot in the MLflow UI, and 29 of them pushed ``lr`` and ``val/*`` off the
+# run page. The report reads the params in its one query (pipeline.tracking.runs.summaries).
+SUMMARY_PARAM = "summary."
+
+
+def record_summary(recorder, summary: Mapping[str, float]) -> None:
+    """The ``summary/<name>`` values of :func:`pipeline.training.metrics.summarize` as params ``summary.<name>``
+    (NaN ones left out, as absent) and as ``summary.csv`` / ``summary.json`` (name, value). Params a resumed run
+    already recorded are kept: MLflow refuses to change a param, and the table holds the final values."""
+    values = {k.split("/", 1)[-1]: float(v) for k, v in summary.items()
+              if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    client = getattr(recorder, "client", None)
+    existing = client.get_run(recorder.run_id).data.params if client is not None and recorder.run_id else {}
+    recorder.params({SUMMARY_PARAM + k: repr(v) for k, v in values.items() if SUMMARY_PARAM + k not in existing})
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(Path(tmp) / "summary.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["name", "value"])
+            writer.writerows(values.items())
+        (Path(tmp) / "summary.json").write_text(json.dumps(values, indent=1))
+        recorder.artifact(str(Path(tmp) / "summary.csv"))
+        recorder.artifact(str(Path(tmp) / "summary.json"))
+
+
+def record_curves(recorder, policy, steps: int, evals: Sequence[tuple], title: str, objective: str = "val/acc"
+                  ) -> None:
+    """``lr_objective.png``: the LR the policy set at each optimizer step and the objective at each evaluation
+    (``evals``: (step, seconds, value), as ``RunProgress.evals``) on one figure, two y axes; logged once, at the
+    end of the run. Nothing for a recorder without a run (DDP ranks > 0); a failure to draw is a warning."""
+    if not recorder.run_id or steps < 1:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from pipeline.policies import curve
+
+        fig, lr_ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+        lr_ax.plot(range(steps), curve(policy, steps), lw=1.2, color="#1565c0", label="lr")
+        lr_ax.set(xlabel="optimizer step", ylabel="learning rate", title=title)
+        lr_ax.yaxis.label.set_color("#1565c0")
+        lr_ax.grid(alpha=0.3)
+        value_ax = lr_ax.twinx()
+        if evals:
+            value_ax.plot([e[0] for e in evals], [e[-1] for e in evals], "o-", ms=3, lw=1.2, color="#c62828")
+        value_ax.set_ylabel(objective, color="#c62828")
+        fig.tight_layout()
+        with tempfile.TemporaryDirectory() as tmp:
+            fig.savefig(Path(tmp) / "lr_objective.png")
+            recorder.artifact(str(Path(tmp) / "lr_objective.png"))
+        plt.close(fig)
+    except Exception as exc:  # noqa: BLE001 - a figure is not worth failing a finished run for
+        print(f"warning: lr_objective.png not drawn ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)

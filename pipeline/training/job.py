@@ -17,7 +17,7 @@ from pipeline.config.checks import check
 from pipeline.policies.fit import policy_fit
 from pipeline.tracking import interrupts, resume, store, sweeps
 from pipeline.tracking.recorder import open_run
-from pipeline.training.artifacts import record_setup
+from pipeline.training.artifacts import record_curves, record_setup, record_summary
 from pipeline.training.assemble import build_training
 from pipeline.training.checkpoints import checkpoint_folder, job_lock, last_checkpoint, set_aside, unreadable
 from pipeline.training.distributed import NullRecorder, process_group_scope, process_rank, relaunch_only_this_job
@@ -102,7 +102,9 @@ def run_job(cfg: DictConfig) -> JobResult:
                     trainer.test(training.module, datamodule=datamodule, verbose=False)
                     test = training.module.last_eval
                 summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
-                recorder.metrics(summary, trainer.global_step)
+                record_summary(recorder, summary)
+                record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
+                              f"{job.policy_name}: {name}")
             # The run is over (finished, or failed for good): its checkpoint is no longer needed.
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure)

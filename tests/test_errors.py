@@ -284,7 +284,7 @@ def _report_with_hostile_values():
 
     failure = {"seed": 0, "failure": "diverged", "run_name": INJECTION, "run_id": "r1", "error": f"*{INJECTION}*"}
     ranked = pd.DataFrame([{"rank": 1, "name": INJECTION, "good": False, "n_reached": 0, "n_runs": 1,
-                            "test_acc_mean": None, "test_top5_mean": None, "ac_mean": None, "cv_mean": None,
+                            "test_val_mean": None, "test_top5_mean": None, "ac_mean": None, "cv_mean": None,
                             "cvac_mean": None, "fluct_mean": None, "loss_gap_mean": None, "reasons": [INJECTION],
                             "policy_spec": f"FIX {INJECTION}", "failures": [failure]}])
     rec = Recommendation(INJECTION, 0.85, "steps", None, None, None, text=f"none of {INJECTION} reached it")

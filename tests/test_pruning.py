@@ -146,6 +146,23 @@ def test_a_study_started_with_other_settings_is_refused_naming_them(tmp_path):
         _study(tmp_path, eta=2)
 
 
+def test_rung_settings_are_not_part_of_the_run_key_so_every_rung_continues_the_same_run():
+    from pipeline.config.checks import check
+    from pipeline.training.identity import run_key
+
+    keys = {run_key(check(compose_job("dataset=synthetic", "+search=rung", f"search.rung_frac={frac}",
+                                      f"search.score={score}", f"search.cooldown_frac={cool}")).config)
+            for frac, score, cool in ((0.1, "cooldown", 0.1), (1.0, "raw", 0.2))}
+    assert len(keys) == 1
+
+
+def test_a_rung_job_on_several_devices_is_refused_before_any_run():
+    from pipeline.config.checks import ConfigError, check
+
+    with pytest.raises(ConfigError, match="search: a pruned study trains each job alone on one device"):
+        check(compose_job("dataset=synthetic", "+search=rung", "trainer.devices=2", "trainer.strategy=ddp"))
+
+
 def test_rung_settings_refuse_bad_values_naming_the_key():
     with pytest.raises(ValueError, match="score must be one of cooldown, raw"):
         RungSettings(score="loss")
@@ -227,7 +244,8 @@ def test_the_cooldown_trains_on_the_batches_the_run_would_take_next():
 
 # -- one command, killed mid-way, resumed ----------------------------------------------------------------------------
 
-RATES = ["0.001", "0.004", "0.016", "0.064"]  # fix's LR: four candidates that learn at clearly different speeds
+# fix's LR: four candidates that learn at clearly different speeds, and one that diverges at once.
+RATES = ["0.001", "0.004", "0.016", "0.064", "50.0"]
 BUDGET, RUNGS = 36, (9, 18)  # optimizer steps; eta 2 and min_rung_frac 1/4 put rungs at 9 and 18, then the budget
 STUDY = [
     "hydra/sweeper=halving", "+policy=fix", f"policy.k0={','.join(RATES)}", "seed=0,1", "dataset=synthetic",
@@ -290,6 +308,10 @@ def test_a_pruned_study_from_one_command_continues_survivors_and_resumes_after_k
                 assert sorted(rung_steps) == list(RUNGS)
                 continue
             tags = run.data.tags
+            if k0 == "50.0":  # a failed run is data: it keeps its own status and reason, its candidate scores 0
+                assert run.info.status == "FAILED" and tags["failure"] == "diverged", tags
+                assert trial.intermediate_values[0] == 0.0 and trial.user_attrs["pruned.rung"] == 0
+                continue
             assert run.info.status == "KILLED" and tags["failure"] == "pruned", tags
             assert tags["pruned.rung"] == str(trial.user_attrs["pruned.rung"])
             assert float(tags["pruned.score"]) == pytest.approx(trial.intermediate_values[int(tags["pruned.rung"])])

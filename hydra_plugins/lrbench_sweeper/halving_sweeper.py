@@ -55,8 +55,8 @@ def rung_overrides(frac: float, score: str, cooldown_frac: float) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Finished:
-    """A job whose run had already finished when a resumed study came to it: its run and final val accuracy."""
+class Settled:
+    """A job whose run was over for good when the study came to it: its run and final val accuracy (None: failed)."""
 
     run_id: str
     score: float | None
@@ -179,16 +179,17 @@ class HalvingSweeper(Sweeper):
 
     def _launch(self, todo, rung: int, frac: float, final: bool, where: str) -> Sequence[JobReturn]:
         from pipeline.search.halving import candidate_score
-        from pipeline.tracking.pruning import finished_scores
+        from pipeline.tracking.pruning import settled
 
         batch, owners, outcomes = [], [], {}
         for candidate in todo:
             runs = self._state(candidate).user_attrs.get("runs", {})
-            # A run that already trained its whole budget (the study stopped before recording it) is not re-run.
-            done = finished_scores(self.uri, runs.values()) if final else {}
+            # A seed whose run is over for good is not trained again: one that diverged (its score stays 0) or one
+            # that finished its budget before the study could record it.
+            done = settled(self.uri, runs.values())
             for job, seed in zip(candidate.jobs, candidate.seeds, strict=True):
                 if runs.get(seed) in done:
-                    outcomes.setdefault(candidate.key, {})[seed] = Finished(runs[seed], done[runs[seed]])
+                    outcomes.setdefault(candidate.key, {})[seed] = Settled(runs[seed], done[runs[seed]])
                     continue
                 batch.append([*job, *rung_overrides(frac, self.score, self.cooldown_frac)])
                 owners.append((candidate, seed))

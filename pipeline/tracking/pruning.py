@@ -33,12 +33,15 @@ def end_pruned(uri: str, run_ids: Iterable[str], why: Mapping[str, object]) -> l
     return ended
 
 
-def finished_scores(uri: str, run_ids: Iterable[str]) -> dict[str, float | None]:
-    """The runs among ``run_ids`` that finished, with their final validation accuracy (None if they have none)."""
+def settled(uri: str, run_ids: Iterable[str]) -> dict[str, float | None]:
+    """The runs among ``run_ids`` that are over for good, which a study must not train again: finished (with their
+    final validation accuracy) or failed for a reason a re-run would meet again (diverged, a bad config: None)."""
     client = store.client(uri)
     found = {}
     for run_id in run_ids:
         run = client.get_run(run_id)
         if run.info.status == "FINISHED":
             found[run_id] = run.data.metrics.get("summary/final_val_acc")
+        elif run.info.status == "FAILED" and run.data.tags.get("failure") != "error":  # "error" runs are resumed
+            found[run_id] = None
     return found

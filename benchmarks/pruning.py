@@ -170,14 +170,13 @@ def markdown(result: dict, args) -> str:
     def yes(flag):
         return {True: "yes", False: "**no**"}.get(flag, "n/a")
 
-    def study_row(name, s, met_top3=None):
+    def study_row(name, s):
         top = ", ".join(f"{p} (rung {k})" for p, k in s["pruned_top3"].items()) or "none"
         return (f"| {name} | {s['train_steps'] + s['cooldown_steps']:,} ({s['train_steps']:,} training + "
                 f"{s['cooldown_steps']:,} cooldown) = {100 * s['steps_frac_of_grid']:.1f}% of the grid | "
                 f"{s['wall_s']:.0f} s ({s['wall_s'] / g['wall_s']:.2f}x) | {s['recommendation'] or 'none'} "
                 f"({'same or within seed noise' if s['recommendation_within_seed_noise'] else 'not within noise'}) | "
-                f"{len(s['pruned_top3'])}: {top}; wrongly: {len(s['wrongly_pruned_top3'])}"
-                f"{'' if met_top3 is None else ''} |")
+                f"{len(s['pruned_top3'])}: {top}; wrongly: {len(s['wrongly_pruned_top3'])} |")
 
     m = result["met"]
     lines = [
@@ -185,7 +184,8 @@ def markdown(result: dict, args) -> str:
         (f"**{'Reduced run' if reduced else 'Full preset'}** on `{PRESET}`: {size}, target val acc {args.target:g}, "
          f"eta {args.eta}, min_rung_frac {args.min_rung_frac:g}, cooldown_frac {args.cooldown_frac:g}; measured "
          f"{result['measured']} on {result['machine']}. Command: `{result['command']}`."),
-        "", "| side | optimizer steps | wall time | recommendation | grid top-3 pruned (rung) |", "|---|---|---|---|---|",
+        "", "| side | optimizer steps | wall time | recommendation | grid top-3 pruned (rung) |",
+        "|---|---|---|---|---|",
         f"| full grid | {g['steps']:,} | {g['wall_s']:.0f} s | {g['winner'] or 'none reached the target'} "
         f"(top 3: {', '.join(g['top3'])}) | - |",
         study_row("pruned, cooldown score", c), study_row("pruned, raw score", r), "",

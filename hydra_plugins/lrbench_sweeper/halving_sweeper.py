@@ -110,7 +110,10 @@ class HalvingSweeper(Sweeper):
         overrides = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(overrides)
         job_overrides = BasicSweeper.split_arguments(parsed, None)[0]
-        candidates = halving.candidates(job_overrides)
+        try:
+            candidates = halving.candidates(job_overrides)
+        except ValueError as exc:
+            sys.exit(f"error: hydra/sweeper=halving: {exc}")
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

@@ -192,7 +192,10 @@ def markdown(result: dict, args) -> str:
         (f"Targets: steps <= 1/3 of the grid: {yes(m['steps'])}; same recommendation within seed noise: "
          f"{yes(m['recommendation'])}; no top-3 policy wrongly pruned by the cooldown score: {yes(m['top3'])}."
          + (" A reduced run: the real preset's figures are still to be measured with `python benchmarks/pruning.py`."
-            if reduced else "")),
+            if reduced else "")
+         + " Steps to the target are read at the preset's evaluations (every 50 steps), so candidates that reach it "
+           "in the same interval tie and are ranked by final accuracy; grid runs that diverged count only the steps "
+           "they trained."),
         "", END,
     ]
     return "\n".join(lines)
@@ -218,7 +221,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default=None, help="folder for the three stores (default: a temporary one)")
     parser.add_argument("--out", default="bench/results/pruning.json", help="JSON results file")
     parser.add_argument("--no-markdown", action="store_true", help="do not write the BENCHMARKS.md section")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the BENCHMARKS.md section from saved results")
     args = parser.parse_args(argv)
+    if args.render:
+        result = json.loads(Path(args.render).read_text())
+        text = markdown(result, argparse.Namespace(**result["args"]))
+        write_section(text)
+        print(text)
+        return result
     args.policies = [p for p in args.policies.split(",") if p]
     unknown = sorted(set(args.policies) - set(POLICIES))
     if unknown:
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = figures(args, sides)
     result.update(measured=time.strftime("%Y-%m-%d %H:%M"), machine=f"{os.cpu_count()} cores, {platform.platform()}",
                   command="python benchmarks/pruning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  load_avg_start=os.getloadavg()[0], args={k: v for k, v in vars(args).items()})
+                  load_avg_start=os.getloadavg()[0], args=vars(args))
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))

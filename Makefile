@@ -79,6 +79,7 @@ bench: install ## the benchmark suite with its targets (~36 min on 2 cores); wri
 	$(BIN)/python benchmarks/lca_overhead.py
 	-$(BIN)/python benchmarks/packed.py
 	$(BIN)/python benchmarks/suite.py
+	$(BIN)/python benchmarks/pruning.py
 
 clean: ## remove outputs of runs (keeps the MLflow store)
 	rm -rf outputs multirun .pytest_cache

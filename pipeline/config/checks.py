@@ -281,6 +281,22 @@ def check_momentum(cfg: DictConfig, optimizer: Any) -> Any:
     return policy
 
 
+def check_search(cfg: DictConfig, trainer: TrainerSettings, run: RunSettings):
+    """``search`` (set by ``hydra/sweeper=halving``): where a pruned study stops this job and how it scores it."""
+    if cfg.get("search") is None:
+        return None
+    from pipeline.search.rung import RungSettings
+
+    if trainer.world_size > 1 or run.pack != 1:
+        raise ConfigError("search: a pruned study trains each job alone on one device; set trainer.devices=1, "
+                          f"trainer.num_nodes=1 and trainer.pack=1 (got {trainer.devices}, {trainer.num_nodes}, "
+                          f"{run.pack})")
+    try:
+        return RungSettings.from_mapping(OmegaConf.to_container(cfg.search, resolve=True))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"search.{exc}") from None
+
+
 # -- the job ------------------------------------------------------------------------------------------------------
 
 
@@ -299,6 +315,7 @@ def check(cfg: DictConfig) -> Job:
     trainer = check_trainer(cfg)
     run = check_run_settings(cfg)
     tracking = check_tracking(cfg)
+    search = check_search(cfg, trainer, run)
 
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     try:  # torch checks lr, betas, momentum... when the optimizer is built: build one on a dummy parameter
@@ -329,4 +346,4 @@ def check(cfg: DictConfig) -> Job:
     choices["policy"] = policy_name
     return Job(config=job_config(cfg), choices=choices, seed=seed, run_name=run_name, study=study, policy=policy,
                optimizer=optimizer, model=model, dataset=dataset, trainer=trainer, run=run, tracking=tracking,
-               momentum=momentum, callbacks=callbacks, sampler=sampler)
+               momentum=momentum, callbacks=callbacks, sampler=sampler, search=search)

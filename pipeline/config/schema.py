@@ -87,6 +87,9 @@ class Job:
     # Opt-in data policy (+sampler=autoassist): a factory called with the loaded data module and the run's recorder;
     # it returns a Lightning callback whose ``datamodule`` the job trains with.
     sampler: Any = None
+    # A pruned study's rung (+search=rung, set by hydra/sweeper=halving): pipeline.search.rung.RungSettings; None
+    # for a job that trains its whole budget.
+    search: Any = None
 
     @property
     def policy_name(self) -> str:

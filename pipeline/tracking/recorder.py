@@ -54,6 +54,7 @@ class RunRecorder:
         self.floor: dict[str, int] = {}
         self.failure: str | None = None  # set by fail(); the run then ends FAILED even without an exception
         self.error: str | None = None
+        self.open_after = False  # set by keep_open(): a normal end flushes but leaves the run RUNNING
 
     # -- metrics -------------------------------------------------------------------------------------------
     def metric(self, key: str, value: float, step: int, timestamp_ms: int | None = None) -> None:
@@ -140,6 +141,10 @@ class RunRecorder:
         """Mark the run as failed for a reason found during training (e.g. divergence); it ends FAILED."""
         self.failure, self.error = failure, error
 
+    def keep_open(self) -> None:
+        """Leave the run RUNNING when its block ends normally: it goes on later (a pruned study's next rung)."""
+        self.open_after = True
+
     def finish(self, status: str, failure: str | None = None, error: str | None = None) -> None:
         """End the run with ``status``; a signal that arrives meanwhile waits until the run has ended."""
         with interrupts.deferred():
@@ -153,6 +158,8 @@ class RunRecorder:
         end_tags = {"failure": failure or "error", "error": (error or "")[:MAX_TAG_CHARS]} if failure or error else {}
         try:
             self.flush(final=True)
+            if status == "FINISHED" and self.open_after:
+                return
             if end_tags:
                 self.tags(end_tags)
             self._with_retries(lambda: self.client.set_terminated(self.run_id, status=status))

@@ -41,7 +41,8 @@ def end_parent(uri: str, parent_run_id: str) -> tuple[int, int]:
             [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
         )
         statuses = [run.info.status for run in children]
-        failed = sum(status != "FINISHED" for status in statuses)
+        # A pruned study's pruned runs (KILLED, failure=pruned) are its decisions, not failures.
+        failed = sum(run.info.status != "FINISHED" and run.data.tags.get("failure") != "pruned" for run in children)
         client.set_tag(parent_run_id, "sweep.jobs", str(len(statuses)))
         client.set_tag(parent_run_id, "sweep.failed", str(failed))
         client.set_terminated(parent_run_id, status="FINISHED" if failed == 0 and statuses else "FAILED")

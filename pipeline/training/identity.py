@@ -14,7 +14,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Groups whose choice is not a tag: their settings are params, and every run has them.
 UNTAGGED_GROUPS = ("trainer", "tracking")
 # Display-only settings: changing them does not make a different job (a re-run with them changed still resumes).
-VOLATILE_KEYS = {("trainer", "progress")}
+# A pruned study's rung settings (how far this rung trains, how it is scored) are volatile too: every rung of a job
+# continues the same run.
+VOLATILE_KEYS = {("trainer", "progress"), ("search", "rung_frac"), ("search", "score"), ("search", "cooldown_frac")}
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from pipeline.config.checks import check
 from pipeline.policies.fit import policy_fit
+from pipeline.search import rung
 from pipeline.tracking import interrupts, resume, store, sweeps
 from pipeline.tracking.recorder import open_run
 from pipeline.training.artifacts import record_curves, record_setup, record_summary
@@ -30,6 +31,8 @@ class JobResult:
     run_id: str
     status: str  # FINISHED | FAILED
     failure: str | None = None
+    score: float | None = None     # a pruned study's job: its rung score, or its final val accuracy
+    paused_at: int | None = None   # a pruned study's rung: trained to this step, its run left open to go on
 
 
 def run_job(cfg: DictConfig) -> JobResult:
@@ -53,6 +56,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     name = run_name(job.choices, job.seed, job.run_name)
     checkpoint_dir = checkpoint_folder(job.run.checkpoint_dir, key)
     checkpoint = last_checkpoint(checkpoint_dir)
+    stop = job.search.stop_step(training.total_steps) if job.search else None  # a pruned study's rung, before the end
+    job = rung.stopping_at(job, stop, checkpoint)  # Lightning stops and checkpoints there; the policy keeps the budget
     if job.trainer.strategy.startswith("ddp"):
         relaunch_only_this_job()
     with process_group_scope():
@@ -94,17 +99,21 @@ def run_job(cfg: DictConfig) -> JobResult:
                     datamodule = sampler.datamodule
                 trainer = build_trainer(job, callbacks, checkpoint_dir)
                 trainer.fit(training.module, datamodule=datamodule, ckpt_path=str(checkpoint) if resuming else None)
+                paused = stop is not None and metrics.progress.diverged_at is None
+                score = rung.end_rung(job.search, trainer, training, recorder) if paused else None
                 test = None
-                if metrics.progress.diverged_at is None:
+                if metrics.progress.diverged_at is None and not paused:
                     evals = metrics.progress.evals
                     if not evals or evals[-1][0] != trainer.global_step:  # unless the last scheduled one was at the end
                         trainer.validate(training.module, datamodule=datamodule, verbose=False)  # end-of-budget eval
                     trainer.test(training.module, datamodule=datamodule, verbose=False)
                     test = training.module.last_eval
-                summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
-                record_summary(recorder, summary)
-                record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
-                              f"{job.policy_name}: {name}")
-            # The run is over (finished, or failed for good): its checkpoint is no longer needed.
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure)
+                if not paused:
+                    summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
+                    record_summary(recorder, summary)
+                    record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
+                                  f"{job.policy_name}: {name}")
+            if not paused:  # the run is over (finished, or failed for good): its checkpoint is no longer needed
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure, score,
+                     stop if paused else None)

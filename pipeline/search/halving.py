@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 
 SEED_KEY = "seed"
 # The score of a job that failed (diverged, crashed, bad config): the worst accuracy, counted in its candidate's mean.

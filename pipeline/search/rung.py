@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.training.arguments import check_choice, check_number
+from pipeline.arguments import check_choice, check_number
 
 SCORES = ("cooldown", "raw")
 # The validation metric a rung is scored by (higher is better) and the one the study reports to Optuna.

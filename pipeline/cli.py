@@ -2,7 +2,8 @@
 
 Users also type the sweep flag as a bare word (``python -m pipeline +policy=triangle2 multirun``); it is read as
 ``--multirun``. A job's failure is recorded in MLflow; a single run then exits non-zero, while a sweep goes on with
-its other jobs and exits with the number of failed jobs (see :mod:`pipeline.sweep`).
+its other jobs and exits with the number of failed jobs (see :mod:`pipeline.sweep`). A sweep run again does not train
+the jobs that are already done.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def train(cfg: DictConfig):
 
     multirun = _is_multirun()
     try:
+        if multirun:  # a sweep run again after a crash trains only the jobs that are not done yet
+            from pipeline.sweep import done_job
+
+            done = done_job(cfg)
+            if done is not None:
+                print(f"run {done.run_id} {done.status} (done before: not trained again)")
+                return done
         result = run_job(cfg)
     except (ConfigError, TrackingError) as exc:
         if not multirun:

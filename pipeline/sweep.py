@@ -103,6 +103,21 @@ def record_job_failure(cfg: DictConfig, exc: BaseException, failure: str):
     return JobResult(run_id, "FAILED", failure)
 
 
+def record_lost_job(cfg: DictConfig, reason: str):
+    """Record a sweep job that could not be run to its end for a reason outside it (its worker process kept dying):
+    its unfinished run ends FAILED with ``failure=error`` (so running the sweep again resumes it), or, if it never
+    got a run, a FAILED child records it."""
+    from pipeline.training.job import JobResult
+
+    key = _job_key(cfg)
+    uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))
+    experiment_id = store.prepare(uri, str(OmegaConf.select(cfg, "tracking.experiment")))
+    run_id = sweeps.end_unfinished(uri, experiment_id, key, reason) if key else None
+    if run_id is None:
+        return record_job_failure(cfg, RuntimeError(reason), "error")
+    return JobResult(run_id, "FAILED", "error")
+
+
 def _hold_lock(path: Path):
     """An exclusive lock on ``path``, held until the returned file is closed (or the process dies, even by -9)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +137,10 @@ class SweepTracking(Callback):
         self.parent_run_id: str | None = None
         self._lock = None
         self._lock_path: Path | None = None
+
+    def __getstate__(self) -> dict:
+        # Launchers pickle Hydra's callbacks along with each job; the lock stays with the launcher process.
+        return {**self.__dict__, "_lock": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and starts the jobs anyway; a sweep whose store is

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pipeline.tracking import interrupts, store
+from pipeline.tracking import interrupts, resume, store
 
 PARENT_RUN_ENV = "LRBENCH_PARENT_RUN_ID"
 PARENT_TAG = "mlflow.parentRunId"
@@ -68,6 +68,19 @@ def failed_start(uri: str, parent_run_id: str, key: str, failure: str) -> str | 
         order_by=["attributes.start_time DESC"], max_results=1,
     )
     return runs[0].info.run_id if runs else None
+
+
+def end_unfinished(uri: str, experiment_id: str, key: str, error: str) -> str | None:
+    """End the unfinished run of the job with this key FAILED (``failure=error``, which a later run of the job
+    resumes) and return its id; None if the job has no unfinished run."""
+    run_id = resume.find_resumable_run(uri, experiment_id, key)
+    if run_id is not None:
+        mlflow_client = store.client(uri)
+        with interrupts.deferred():
+            mlflow_client.set_tag(run_id, "failure", "error")
+            mlflow_client.set_tag(run_id, "error", error)
+            mlflow_client.set_terminated(run_id, status="FAILED")
+    return run_id
 
 
 def _job_statuses(mlflow_client, parent) -> list[str]:

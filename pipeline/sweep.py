@@ -110,9 +110,13 @@ def record_lost_job(cfg: DictConfig, reason: str):
     from pipeline.training.job import JobResult
 
     key = _job_key(cfg)
-    uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))
-    experiment_id = store.prepare(uri, str(OmegaConf.select(cfg, "tracking.experiment")))
-    run_id = sweeps.end_unfinished(uri, experiment_id, key, reason) if key else None
+    try:
+        uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))
+        experiment_id = store.prepare(uri, str(OmegaConf.select(cfg, "tracking.experiment")))
+        run_id = sweeps.end_unfinished(uri, experiment_id, key, reason) if key else None
+    except Exception:  # noqa: BLE001 - the sweep goes on; its tally counts the job's run as unfinished
+        traceback.print_exc()
+        return JobResult("", "FAILED", "error")
     if run_id is None:
         return record_job_failure(cfg, RuntimeError(reason), "error")
     return JobResult(run_id, "FAILED", "error")
@@ -148,6 +152,7 @@ class SweepTracking(Callback):
         try:
             self._start(config)
         except Exception as exc:  # noqa: BLE001
+            self._release()
             print(f"error: cannot start the sweep: {exc}", file=sys.stderr)
             sys.exit(2)
 
@@ -162,11 +167,11 @@ class SweepTracking(Callback):
         except Exception:  # noqa: BLE001 - a value that cannot resolve here fails in its job, with its key named
             settings = OmegaConf.to_container(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
         key = sweep_key(experiment, overrides, params, settings)
+        experiment_id = store.prepare(self.uri, experiment)
         # One launcher per sweep at a time: a second one would race the first for the same jobs and parent.
         self._lock_path = Path(str(OmegaConf.select(config, "trainer.checkpoint_dir", default="checkpoints")),
                                f"sweep-{key}.lock")
         self._lock = _hold_lock(self._lock_path)
-        experiment_id = store.prepare(self.uri, experiment)
         study = OmegaConf.select(config, "study", default=None)
         tags = {"kind": "sweep", "sweep.overrides": " ".join(overrides), "study": study}
         name = f"sweep-{study}" if study else "sweep-" + "-".join(o.split("=")[0].lstrip("+") for o in overrides)[:80]

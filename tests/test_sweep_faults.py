@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from hydra_plugins.lrbench_launcher.pool_launcher import LOST, run_on_workers
 from pipeline.sweep import sweep_key
+from pipeline.tracking import store
 
 # -- the sweep's identity ------------------------------------------------------------------------------------------
 
@@ -83,7 +84,9 @@ POOL = ["hydra/launcher=pool", "hydra.launcher.n_jobs=2", "hydra.launcher.thread
 MARK = "LRBENCH_TEST_SWEEP"
 
 
-def _start(args, cwd, mark):
+def _start(args, cwd, mark, uri, experiment):
+    # The store's schema first, so this test's polling client and the sweep never race on creating it.
+    store.prepare(uri, experiment)
     env = {**os.environ, MARK: mark, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "pipeline", *args, "multirun"], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,12 +151,27 @@ def _wait(condition, proc, what, timeout=600):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _mid_sweep(uri, experiment):
-    """At least one job finished and another is training with some steps in the store: the middle of a sweep."""
+def _job_of(pid):
+    """The run key of the job a worker is training: the job holds its lock file, ``checkpoints/<run key>.lock``."""
+    try:
+        targets = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except OSError:
+        return None
+    keys = [Path(t).stem for t in targets if t.endswith(".lock") and Path(t).parent.name == "checkpoints"]
+    return keys[0] if keys else None
+
+
+def _training_worker(uri, experiment, launcher_pid, at_least_steps=40):
+    """A worker in the middle of a job (its run has some steps in the store), once another job has finished."""
     runs = [r for r in _runs(uri, experiment) if r.data.tags.get("kind") == "train"]
-    training = [r for r in runs if r.info.status == "RUNNING"]
-    return any(r.info.status == "FINISHED" for r in runs) and any(
-        len(MlflowClient(uri).get_metric_history(r.info.run_id, "lr")) >= 40 for r in training)
+    if not any(r.info.status == "FINISHED" for r in runs):
+        return None
+    running = {r.data.tags["run_key"]: r.info.run_id for r in runs if r.info.status == "RUNNING"}
+    for pid in _workers(launcher_pid):
+        run_id = running.get(_job_of(pid))
+        if run_id and len(MlflowClient(uri).get_metric_history(run_id, "lr")) >= at_least_steps:
+            return pid
+    return None
 
 
 def _assert_one_finished_run_per_job_and_one_parent(uri, experiment, jobs):
@@ -179,8 +197,8 @@ def _assert_one_finished_run_per_job_and_one_parent(uri, experiment, jobs):
 def test_kill_9_of_the_pool_launcher_leaves_no_process_and_the_same_command_finishes_the_sweep(tmp_path, store_uri):
     args = [*SWEEP, *POOL, "tracking.experiment=launcher"]
     mark = str(tmp_path)
-    proc = _start(args, tmp_path, mark)
-    _wait(lambda: _mid_sweep(store_uri, "launcher") and len(_workers(proc.pid)) == 2, proc, "the middle of the sweep")
+    proc = _start(args, tmp_path, mark, store_uri, "launcher")
+    _wait(lambda: _training_worker(store_uri, "launcher", proc.pid), proc, "the middle of the sweep")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60  # generous on a loaded machine; a worker notices within WATCH_INTERVAL_S
@@ -199,12 +217,15 @@ def test_kill_9_of_the_pool_launcher_leaves_no_process_and_the_same_command_fini
 @pytest.mark.slow
 def test_kill_9_of_a_pool_worker_costs_its_job_a_retry_and_the_sweep_still_finishes(tmp_path, store_uri):
     args = [*SWEEP, *POOL, "tracking.experiment=worker"]
-    proc = _start(args, tmp_path, str(tmp_path))
-    _wait(lambda: _mid_sweep(store_uri, "worker") and len(_workers(proc.pid)) == 2, proc, "the middle of the sweep")
-    os.kill(_workers(proc.pid)[0], signal.SIGKILL)
+    proc = _start(args, tmp_path, str(tmp_path), store_uri, "worker")
+    found = []
+    _wait(lambda: found.append(_training_worker(store_uri, "worker", proc.pid)) or found[-1], proc,
+          "a worker in the middle of a job")
+    os.kill(found[-1], signal.SIGKILL)
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-3000:]
-    assert "a worker process died" in output and "retry 1 of 2" in output and "resuming run" in output
+    said = [line for line in output.splitlines() if "a worker process died" in line or "resuming run" in line]
+    assert len(said) == 2 and "retry 1 of 2" in said[0], output[-3000:]
     _assert_one_finished_run_per_job_and_one_parent(store_uri, "worker", 4)
 
 

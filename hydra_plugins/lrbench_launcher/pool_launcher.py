@@ -220,7 +220,7 @@ def _lost_jobs(hydra_context, config: DictConfig, jobs, reason: str) -> list:
 
 
 # What :func:`run_on_workers` yields for a task whose worker died on every try.
-LOST = None
+LOST = object()
 
 
 def run_on_workers(tasks: Sequence[tuple], workers: int, new_worker: Callable[[], ProcessPoolExecutor],

@@ -161,15 +161,16 @@ def _job_of(pid):
     return keys[0] if keys else None
 
 
-def _training_worker(uri, experiment, launcher_pid, at_least_steps=40):
-    """A worker in the middle of a job (its run has some steps in the store), once another job has finished."""
+def _training_worker(uri, experiment, launcher_pid):
+    """A worker in the middle of a job, once another job has finished: its run has a checkpoint's worth of steps in
+    the store and most of its steps still to go, so it is still training when the test's kill lands."""
     runs = [r for r in _runs(uri, experiment) if r.data.tags.get("kind") == "train"]
     if not any(r.info.status == "FINISHED" for r in runs):
         return None
     running = {r.data.tags["run_key"]: r.info.run_id for r in runs if r.info.status == "RUNNING"}
     for pid in _workers(launcher_pid):
         run_id = running.get(_job_of(pid))
-        if run_id and len(MlflowClient(uri).get_metric_history(run_id, "lr")) >= at_least_steps:
+        if run_id and 20 <= len(MlflowClient(uri).get_metric_history(run_id, "lr")) <= STEPS // 2:
             return pid
     return None
 
@@ -261,3 +262,21 @@ def test_running_a_sweep_with_failures_again_keeps_one_parent_and_the_same_tally
         assert len(children) == 4 and len(parents) == 1, attempt
         assert (parents[0].info.status, parents[0].data.tags["sweep.jobs"], parents[0].data.tags["sweep.failed"]) \
             == ("FAILED", "4", "3")
+
+
+@pytest.mark.slow
+def test_a_sweep_counts_a_job_done_outside_it_without_training_it_again(tmp_path, store_uri):
+    single = subprocess.run([sys.executable, "-m", "pipeline", "+policy=triangle2", *SMALL], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-3000:]
+    (done,) = [r for r in _runs(store_uri, "lrbench") if r.data.tags.get("kind") == "train"]
+    sweep = _rerun(["+policy=triangle2,sin2", *SMALL], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert f"run {done.info.run_id} FINISHED (done before: not trained again)" in sweep.stdout
+    runs = _runs(store_uri, "lrbench")
+    children = [r for r in runs if r.data.tags.get("kind") == "train"]
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    assert sorted(r.data.tags["policy"] for r in children) == ["sin2", "triangle2"]  # no second triangle2 run
+    assert (parent.data.tags["sweep.jobs"], parent.data.tags["sweep.failed"]) == ("2", "0")
+    assert f"sweep.reused.{done.info.run_id}" in parent.data.tags
+    assert "mlflow.parentRunId" not in MlflowClient(store_uri).get_run(done.info.run_id).data.tags  # left as it was

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from hydra_plugins.lrbench_launcher.pool_launcher import LOST, run_on_workers
 from pipeline.sweep import sweep_key
-from pipeline.tracking import store
+from pipeline.tracking import store, sweeps
 
 # -- the sweep's identity ------------------------------------------------------------------------------------------
 
@@ -32,6 +32,34 @@ def test_sweep_key_is_the_same_for_the_same_command_in_any_order_and_ignores_dis
     assert key != sweep_key("lrbench", ["+policy=triangle2,sin2", "seed=0,1"], {"+policy": "fix,exp"}, config)
     assert key != sweep_key("lrbench", ["+policy=triangle2,sin2", "seed=0,1"], {},
                             {"seed": 0, "trainer": {"max_steps": 301, "progress": True}})
+
+
+def test_the_tally_counts_each_job_once_however_many_runs_it_left(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for name in (sweeps.PARENT_RUN_ENV, "MLFLOW_TRACKING_URI"):  # start_parent exports both; restored afterwards
+        monkeypatch.setenv(name, "")
+    experiment_id = store.prepare(uri, "tally")
+    parent, continued = sweeps.start_parent(uri, experiment_id, "sweep-x", {"kind": "sweep"}, "k1")
+    assert not continued
+    client = MlflowClient(uri)
+
+    def child(key, status, **tags):
+        run = client.create_run(experiment_id, tags={"kind": "train", "run_key": key, "mlflow.parentRunId": parent,
+                                                     **tags})
+        client.set_terminated(run.info.run_id, status)
+
+    child("a", "KILLED")
+    child("a", "FINISHED")  # resumed into a second run by an older version: still one job, finished
+    child("b", "FAILED", failure="config")
+    child("b", "FAILED", failure="config")  # the same bad job recorded twice: one failed job
+    elsewhere = client.create_run(experiment_id, tags={"kind": "train", "run_key": "c"}).info.run_id
+    client.set_terminated(elsewhere, "FINISHED")
+    sweeps.count_reused(uri, parent, elsewhere, "c-run")
+    assert sweeps.end_parent(uri, parent) == (3, 1)
+    assert client.get_run(parent).info.status == "FAILED"
+    again, continued = sweeps.start_parent(uri, experiment_id, "sweep-x", {"kind": "sweep"}, "k1")
+    assert (again, continued) == (parent, True) and client.get_run(parent).info.status == "RUNNING"
+    assert sweeps.start_parent(uri, experiment_id, "sweep-y", {"kind": "sweep"}, "k2")[0] != parent
 
 
 # -- workers that die ----------------------------------------------------------------------------------------------

@@ -95,9 +95,14 @@ def _job_statuses(mlflow_client, parent) -> list[str]:
         job = run.data.tags.get("run_key") or run.info.run_id
         if job not in jobs or run.info.status == "FINISHED":
             jobs[job] = run.info.status
+    from mlflow.exceptions import MlflowException
+
     for tag in parent.data.tags:
         if tag.startswith(REUSED_TAG):
-            run = mlflow_client.get_run(tag[len(REUSED_TAG):])
+            try:
+                run = mlflow_client.get_run(tag[len(REUSED_TAG):])
+            except MlflowException:  # removed from the store since: no longer a job of this sweep
+                continue
             if run.info.lifecycle_stage == "active":
                 jobs.setdefault(run.data.tags.get("run_key") or run.info.run_id, run.info.status)
     return list(jobs.values())

@@ -14,8 +14,9 @@ Packing (``pipeline/packing``) decides which jobs train together as one vectoris
 
 Faults: each worker is a pool of its own, so a worker that dies (killed, out of memory) costs only its job a retry
 on a fresh worker (:func:`run_on_workers`; the job resumes its own run), never the other jobs or the sweep. Each
-worker ends itself as soon as the launcher process is gone, even killed by -9 (:func:`_exit_with_launcher`), so no
-process of a dead sweep keeps training; running the same command again continues the sweep.
+worker ends itself and the forkserver as soon as the launcher process is gone, even killed by -9
+(:func:`_exit_with_launcher`), so no process of a dead sweep keeps training; running the same command again
+continues the sweep.
 """
 # No ``from __future__ import annotations`` here: Hydra imports plugins outside sys.modules, where dataclasses
 # cannot resolve string annotations.
@@ -133,8 +134,9 @@ def _launcher_alive(launcher_pid: int, forkserver_pid: int) -> bool:
         return False  # the forkserver is gone and this worker was handed to init
     if os.path.isdir("/proc/self"):
         # The forkserver is the launcher's child until the launcher dies; then init adopts it. Unlike a pid, this
-        # cannot be fooled by a new process that reuses the launcher's pid.
-        return _parent_of(forkserver_pid) == launcher_pid
+        # cannot be fooled by a new process that reuses the launcher's pid. A read that fails proves nothing.
+        parent = _parent_of(forkserver_pid)
+        return parent is None or parent == launcher_pid
     try:
         os.kill(launcher_pid, 0)
         return True
@@ -143,18 +145,22 @@ def _launcher_alive(launcher_pid: int, forkserver_pid: int) -> bool:
 
 
 def _exit_with_launcher(launcher_pid: int) -> None:
-    """End this worker (SIGKILL) as soon as the launcher process is gone, even if it was killed by -9.
+    """End this worker and its forkserver (SIGKILL) as soon as the launcher process is gone, even if it was killed
+    by -9.
 
     A worker is the forkserver's child, not the launcher's, so a parent-death signal (``PR_SET_PDEATHSIG``) would
     follow the forkserver, which itself waits for its workers to end; a daemon thread watches the launcher instead.
-    The job the worker was running stays RUNNING in the store and resumes when the sweep runs again. Once every
-    worker is gone the forkserver and multiprocessing's resource tracker end by themselves.
+    The forkserver serves this launcher only; left alone it would exit once its workers are gone, but its shutdown
+    (torch and Lightning imported) takes seconds on a busy machine. The job the worker was running stays RUNNING in
+    the store and resumes when the sweep runs again. multiprocessing's resource tracker ends by itself after them.
     """
     forkserver_pid = os.getppid()
 
     def watch() -> None:
         while _launcher_alive(launcher_pid, forkserver_pid):
             time.sleep(WATCH_INTERVAL_S)
+        if os.getppid() == forkserver_pid:  # still this worker's parent, so the pid is still the forkserver's
+            os.kill(forkserver_pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()

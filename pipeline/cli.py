@@ -2,9 +2,10 @@
 
 Users also type the sweep flag as a bare word (``python -m pipeline +policy=triangle2 multirun``); it is read as
 ``--multirun``. A job's failure is recorded in MLflow; a single run then exits non-zero, while a sweep goes on with
-its other jobs and exits with the number of failed jobs (see :mod:`pipeline.sweep`). A command rejected before its
-run exists (a bad value, an unusable store or output folder) prints one ``error:`` line, exits 2 and leaves no
-output folder. Passwords in URIs are masked in all the process prints and logs (:mod:`pipeline.redaction`).
+its other jobs and exits with the number of failed jobs (see :mod:`pipeline.sweep`); a sweep run again does not
+train the jobs that are already done. A command rejected before its run exists (a bad value, an unusable store or
+output folder) prints one ``error:`` line, exits 2 and leaves no output folder. Passwords in URIs are masked in all
+the process prints and logs (:mod:`pipeline.redaction`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def train(cfg: DictConfig):
     redaction.mask_files(_hydra_files())
     multirun = _is_multirun()
     try:
+        if multirun:  # a sweep run again after a crash trains only the jobs that are not done yet
+            from pipeline.sweep import done_job
+
+            done = done_job(cfg)
+            if done is not None:
+                print(f"run {done.run_id} {done.status} (done before: not trained again)")
+                return done
         result = run_job(cfg)
     except (ConfigError, TrackingError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,6 +11,12 @@ Select it with ``hydra/launcher=pool`` (``hydra.launcher.n_jobs=2``). The :class
 
 Packing (``pipeline/packing``) decides which jobs train together as one vectorised model in one worker
 (``plan_sweep``) and trains each such group (``train_group``); each job still gets its own Hydra job and MLflow run.
+
+Faults: each worker is a pool of its own, so a worker that dies (killed, out of memory) costs only its job a retry
+on a fresh worker (:func:`run_on_workers`; the job resumes its own run), never the other jobs or the sweep. Each
+worker ends itself and the forkserver as soon as the launcher process is gone, even killed by -9
+(:func:`_exit_with_launcher`), so no process of a dead sweep keeps training; running the same command again
+continues the sweep.
 """
 # No ``from __future__ import annotations`` here: Hydra imports plugins outside sys.modules, where dataclasses
 # cannot resolve string annotations.
@@ -19,12 +25,17 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import cloudpickle
 from hydra.core.config_store import ConfigStore
@@ -38,6 +49,11 @@ log = logging.getLogger(__name__)
 
 # Imported once in the forkserver, inherited by every worker.
 PRELOAD = ["torch", "lightning", "mlflow", "pipeline.training.job", "pipeline.training.module"]
+# Times a job whose worker process died is run again (on a fresh worker, resuming its own run) before it counts as
+# failed: a worker killed by accident costs a retry, a job that kills its worker every time fails in the end.
+MAX_RETRIES = 2
+# Seconds between a worker's checks that the launcher is alive: how long a dead sweep's worker may go on training.
+WATCH_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -96,11 +112,58 @@ def _enter_sweep(singleton_state, env: dict) -> None:
     Singleton.set_state(singleton_state)
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, launcher_pid: int) -> None:
+    _exit_with_launcher(launcher_pid)
     import torch
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+def _parent_of(pid: int) -> int | None:
+    """A process's parent pid from ``/proc`` (Linux); None if it is gone or there is no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])  # after "(name)", which may hold spaces: state, ppid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _launcher_alive(launcher_pid: int, forkserver_pid: int) -> bool:
+    if os.getppid() != forkserver_pid:
+        return False  # the forkserver is gone and this worker was handed to init
+    if os.path.isdir("/proc/self"):
+        # The forkserver is the launcher's child until the launcher dies; then init adopts it. Unlike a pid, this
+        # cannot be fooled by a new process that reuses the launcher's pid. A read that fails proves nothing.
+        parent = _parent_of(forkserver_pid)
+        return parent is None or parent == launcher_pid
+    try:
+        os.kill(launcher_pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _exit_with_launcher(launcher_pid: int) -> None:
+    """End this worker and its forkserver (SIGKILL) as soon as the launcher process is gone, even if it was killed
+    by -9.
+
+    A worker is the forkserver's child, not the launcher's, so a parent-death signal (``PR_SET_PDEATHSIG``) would
+    follow the forkserver, which itself waits for its workers to end; a daemon thread watches the launcher instead.
+    The forkserver serves this launcher only; left alone it would exit once its workers are gone, but its shutdown
+    (torch and Lightning imported) takes seconds on a busy machine. The job the worker was running stays RUNNING in
+    the store and resumes when the sweep runs again. multiprocessing's resource tracker ends by itself after them.
+    """
+    forkserver_pid = os.getppid()
+
+    def watch() -> None:
+        while _launcher_alive(launcher_pid, forkserver_pid):
+            time.sleep(WATCH_INTERVAL_S)
+        if os.getppid() == forkserver_pid:  # still this worker's parent, so the pid is still the forkserver's
+            os.kill(forkserver_pid, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
 def _sweep_config(hydra_context, config: DictConfig, overrides, idx: int) -> DictConfig:
@@ -129,14 +192,95 @@ def _execute(payload: bytes) -> bytes:
 
 def _execute_pack(payload: bytes) -> bytes:
     """Train a group of jobs through packing's entry point; then each job gets its own Hydra job (output folder,
-    JobReturn) that runs the task packing hands back for it."""
+    JobReturn) that runs the task packing hands back for it. Jobs already done (a sweep run again) are not packed:
+    their task reports the run that did them."""
     jobs, hydra_context, config, task_function, singleton_state, env = cloudpickle.loads(payload)
     _enter_sweep(singleton_state, env)
-    from pipeline.packing.run import train_group
+    from pipeline.packing.run import hydra_config_of, train_group
+    from pipeline.sweep import done_job
 
     configs = [_sweep_config(hydra_context, config, overrides, idx) for idx, overrides in jobs]
-    tasks = train_group(configs, task_function)
-    return cloudpickle.dumps([_run(hydra_context, task, cfg) for cfg, task in zip(configs, tasks)])
+    done = []
+    for cfg in configs:
+        with hydra_config_of(cfg):
+            done.append(done_job(cfg) is not None)
+    trained = iter(train_group([cfg for cfg, is_done in zip(configs, done, strict=True) if not is_done], task_function))
+    tasks = [task_function if is_done else next(trained) for is_done in done]
+    return cloudpickle.dumps([_run(hydra_context, task, cfg) for cfg, task in zip(configs, tasks, strict=True)])
+
+
+def _lost_jobs(hydra_context, config: DictConfig, jobs, reason: str) -> list:
+    """Record jobs whose worker died on every try (their runs end FAILED, resumable when the sweep runs again) and
+    return their Hydra results, which say so without raising."""
+    from pipeline.packing.run import hydra_config_of
+    from pipeline.sweep import record_lost_job
+
+    returns = []
+    for idx, overrides in jobs:
+        cfg = _sweep_config(hydra_context, config, overrides, idx)
+        with hydra_config_of(cfg):
+            result = record_lost_job(cfg, reason)
+        returns.append(JobReturn(overrides=list(overrides), cfg=cfg, status=JobStatus.COMPLETED,
+                                 _return_value=result))
+    return returns
+
+
+# What :func:`run_on_workers` yields for a task whose worker died on every try.
+LOST = object()
+
+
+def run_on_workers(tasks: Sequence[tuple], workers: int, new_worker: Callable[[], ProcessPoolExecutor],
+                   retries: int = MAX_RETRIES, describe: Callable[[int], str] = lambda index: f"task {index + 1}",
+                   say: Callable[[str], None] = print) -> Iterator[tuple]:
+    """Run ``tasks`` (``(function, argument)`` pairs) on ``workers`` one-process pools made by ``new_worker``,
+    yielding ``(task index, result)`` as each task ends (a task's own exception rises from here).
+
+    A task whose worker process dies is run again on a fresh worker, first in line, up to ``retries`` times, and
+    is then yielded with :data:`LOST`. The other workers and their tasks go on: one shared pool would be broken
+    as a whole by the death of any of its workers (``BrokenProcessPool``), and its other workers terminated.
+    """
+    queue, tries, running, pools = deque(range(len(tasks))), Counter(), {}, []
+
+    def feed(pool: ProcessPoolExecutor | None = None) -> None:
+        if not queue:
+            return
+        if pool is None:
+            pool = new_worker()
+            pools.append(pool)
+        index = queue.popleft()
+        tries[index] += 1
+        function, argument = tasks[index]
+        running[pool.submit(function, argument)] = (pool, index)
+
+    ended_well = False
+    try:
+        for _ in range(min(workers, len(tasks))):
+            feed()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                pool, index = running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    pools.remove(pool)
+                    pool.shutdown(wait=True)
+                    if tries[index] <= retries:
+                        say(f"[sweep] a worker process died running {describe(index)}; running it again on a fresh "
+                            f"worker (retry {tries[index]} of {retries})")
+                        queue.appendleft(index)
+                    else:
+                        say(f"[sweep] a worker process died running {describe(index)} on each of its "
+                            f"{tries[index]} tries; it counts as failed")
+                        yield index, LOST
+                    feed()
+                    continue
+                yield index, result
+                feed(pool)
+        ended_well = True
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=ended_well, cancel_futures=True)
 
 
 class PoolLauncher(Launcher):
@@ -159,7 +303,7 @@ class PoolLauncher(Launcher):
         workers, threads = plan_workers(self.n_jobs, self.threads_per_job, len(packs), cores)
         log.info(f"Launching {len(job_overrides)} jobs on {workers} workers x {threads} torch threads")
         context = forkserver_context()  # already running if StartWorkersEarly started it
-        state, env = Singleton.get_state(), dict(os.environ)
+        state, env, launcher_pid = Singleton.get_state(), dict(os.environ), os.getpid()
         for offset, overrides in enumerate(job_overrides):
             log.info(f"\t#{initial_job_idx + offset} : {' '.join(filter_overrides(overrides))}")
         payloads = []
@@ -172,18 +316,27 @@ class PoolLauncher(Launcher):
                 payloads.append((_execute_pack, (jobs, self.hydra_context, self.config, self.task_function, state,
                                                  env)))
         progress = SweepProgress(len(job_overrides))
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
-            futures = {pool.submit(fn, cloudpickle.dumps(args)): pack for (fn, args), pack in zip(payloads, packs)}
-            results: list = [None] * len(job_overrides)
-            try:
-                for future in as_completed(futures):
-                    rets = cloudpickle.loads(future.result())
-                    for offset, ret in zip(futures[future], rets if isinstance(rets, list) else [rets]):
-                        results[offset] = ret
-                        progress.job_done(" ".join(filter_overrides(ret.overrides)), job_status(ret))
-            except KeyboardInterrupt:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        results: list = [None] * len(job_overrides)
+
+        def new_worker() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker,
+                                       initargs=(threads, launcher_pid))
+
+        def describe(index: int) -> str:
+            return "; ".join(" ".join(filter_overrides(job_overrides[offset])) for offset in packs[index])
+
+        tasks = [(fn, cloudpickle.dumps(args)) for fn, args in payloads]
+        for index, blob in run_on_workers(tasks, workers, new_worker, describe=describe):
+            pack = packs[index]
+            if blob is LOST:
+                jobs = [(initial_job_idx + offset, job_overrides[offset]) for offset in pack]
+                rets = _lost_jobs(self.hydra_context, self.config, jobs, f"its worker process died on each of its "
+                                  f"{MAX_RETRIES + 1} tries")
+            else:
+                rets = cloudpickle.loads(blob)
+            for offset, ret in zip(pack, rets if isinstance(rets, list) else [rets]):
+                results[offset] = ret
+                progress.job_done(" ".join(filter_overrides(ret.overrides)), job_status(ret))
         return results
 
     def _packs(self, job_overrides: Sequence[Sequence[str]]) -> list:

@@ -159,7 +159,8 @@ class SweepTracking(Callback):
     def _start(self, config: DictConfig) -> None:
         self.uri = store.resolve_uri(OmegaConf.select(config, "tracking.uri"))
         experiment = str(OmegaConf.select(config, "tracking.experiment"))
-        overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+        # Masked before anything uses them: a password in tracking.uri= never reaches a tag, a print or the key.
+        overrides = [store.public_uri(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
         params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else {}
         try:
@@ -176,7 +177,7 @@ class SweepTracking(Callback):
         tags = {"kind": "sweep", "sweep.overrides": " ".join(overrides), "study": study}
         name = f"sweep-{study}" if study else "sweep-" + "-".join(o.split("=")[0].lstrip("+") for o in overrides)[:80]
         self.parent_run_id, continued = sweeps.start_parent(self.uri, experiment_id, name, tags, key)
-        print(f"sweep parent run {self.parent_run_id} in experiment {experiment!r} ({self.uri})"
+        print(f"sweep parent run {self.parent_run_id} in experiment {experiment!r} ({store.public_uri(self.uri)})"
               + (": continued, jobs already done are not trained again" if continued else ""), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -221,7 +221,7 @@ def _sweep_with_password(cwd: Path, uri: str) -> subprocess.CompletedProcess:
 
 def assert_password_nowhere(proc, cwd: Path, uri: str, password: str) -> None:
     """Not in stdout, stderr, any file under the launch folder (Hydra's logs and saved configs, local artifacts),
-    nor any run's params, tags or artifacts; the parent's sweep.overrides tag is sweep.py's (see the xfail)."""
+    nor any run's params, tags or artifacts (the parent's sweep.overrides tag included)."""
     assert proc.returncode == 1, proc.stderr[-3000:]  # one failed job
     assert ":****@" in proc.stdout  # the sweep's parent line, masked
     assert password not in proc.stdout and password not in proc.stderr
@@ -232,24 +232,17 @@ def assert_password_nowhere(proc, cwd: Path, uri: str, password: str) -> None:
     experiment = client.get_experiment_by_name("lrbench")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 4  # the parent and three children
-    parent_tag_leak = False
     for run in runs:
         for name, values in (("param", run.data.params), ("tag", run.data.tags)):
             for key, value in values.items():
                 if password in value:
-                    if run.data.tags.get("kind") == "sweep" and key == "sweep.overrides":
-                        parent_tag_leak = True
-                    else:
-                        leaks.append(f"{name} {key} of run {run.info.run_id}")
+                    leaks.append(f"{name} {key} of run {run.info.run_id}")
         download = cwd.parent / f"artifacts-{run.info.run_id}"
         download.mkdir()
         client.download_artifacts(run.info.run_id, "", str(download))
         leaks += [f"artifact {f.relative_to(download)} of run {run.info.run_id}" for f in download.rglob("*")
                   if f.is_file() and password.encode() in f.read_bytes()]
     assert leaks == []
-    if parent_tag_leak:
-        pytest.xfail("pipeline/sweep.py tags the parent with the raw overrides (sweep.overrides): mask them with "
-                     "store.public_uri")
 
 
 @pytest.mark.slow

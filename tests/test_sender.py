@@ -25,6 +25,7 @@ class FlakyClient:
         self.gate = threading.Event()
         self.gate.set()
         self.in_flight = threading.Event()
+        self.refused = 0  # metric writes that failed
         self.stored_steps: list[tuple[str, int]] = []
 
     def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):
@@ -32,6 +33,7 @@ class FlakyClient:
             self.in_flight.set()
             self.gate.wait()
             if self.down:
+                self.refused += 1
                 raise ConnectionError("[Errno 111] Connection refused")
         self.inner.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
         self.stored_steps += [(m.key, m.step) for m in metrics]
@@ -40,14 +42,20 @@ class FlakyClient:
         return getattr(self.inner, name)
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One SQLite store for the module (a new one costs seconds of schema migrations); each test has its own runs."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+    return uri, store.prepare(uri, "outage")
+
+
 @pytest.fixture
-def flaky(tmp_path, monkeypatch):
-    """A flaky client on a fresh store, the experiment's id, and short retry waits (the test's outages are short)."""
+def flaky(shared_store, tmp_path, monkeypatch):
+    """A flaky client, the experiment's id, a private spool folder and short retry waits (the outages are short)."""
     monkeypatch.setattr(sender, "RETRY_BASE_S", 0.01)
     monkeypatch.setattr(sender, "RETRY_MAX_S", 0.05)
     monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    experiment_id = store.prepare(uri, "outage")
+    uri, experiment_id = shared_store
     return FlakyClient(uri), experiment_id
 
 
@@ -73,6 +81,7 @@ def test_values_logged_while_the_store_is_down_are_kept_then_sent_in_order_with_
             rec.metric("lr", 0.1, step)
             rec.metric("train/loss", 1.0, step)
         assert len(rec.unsent()) == 2 * 2700  # all kept
+        _wait_until(lambda: client.refused >= 2)  # the sender has met the outage, and retried
         client.down = False
         _wait_until(lambda: not rec.unsent())
     run_id = rec.run_id

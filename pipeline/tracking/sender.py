@@ -131,9 +131,8 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types for an unreachable or failing store
             if self._down_since is None:
                 self._down_since = time.monotonic()
-                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-                _say(f"warning: tracking store unavailable ({reason}); {len(self._queue)} metric values kept in "
-                     "memory and sent when it is back; training goes on")
+                _say(f"warning: tracking store unavailable ({_reason(exc)}); training goes on, its metric values "
+                     f"are kept in memory ({len(self._queue)} so far) and sent when the store is back")
             return exc
         with self._cond:
             for _ in batch:
@@ -144,6 +143,13 @@ class Sender:
                  f"{left + len(batch)} metric values kept meanwhile")
             self._down_since = None
         return None
+
+
+def _reason(exc: Exception, head: int = 60, tail: int = 120) -> str:
+    """The error on one line, its middle cut out: MLflow's messages start with the request and end with the cause
+    (``... Failed to establish a new connection: [Errno 111] Connection refused``)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= head + tail else f"{text[:head]} ... {text[-tail:]}"
 
 
 def _say(line: str) -> None:

@@ -5,6 +5,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -28,6 +29,14 @@ def _recover(proc, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
 
+def _sent(rec, timeout_s: float = 120) -> None:
+    """Wait until the recorder's sender thread has written every value (it retries on its own)."""
+    deadline = time.monotonic() + timeout_s
+    while rec.unsent():
+        assert time.monotonic() < deadline, "the sender did not write its backlog"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_server_outage_loses_no_metric_and_a_lasting_one_is_spooled_then_resent(tmp_path, monkeypatch):
     monkeypatch.setenv(spool.SPOOL_ENV, str(tmp_path / "spool"))
@@ -39,15 +48,16 @@ def test_server_outage_loses_no_metric_and_a_lasting_one_is_spooled_then_resent(
                 run_id = rec.run_id
                 for step in range(100):
                     rec.metric("lr", 0.1, step)  # sent in two batches
+                _sent(rec)
                 _hang(proc, monkeypatch)  # a transient fault
                 for step in range(100, 160):
-                    rec.metric("lr", 0.1, step)  # the flush at 150 fails: values stay buffered
-                assert rec.pending == 60
+                    rec.metric("lr", 0.1, step)  # the flush at 150 returns at once; its batch fails in the sender
+                assert len(rec.unsent()) == 60
                 _recover(proc, monkeypatch)  # back again
                 for step in range(160, 210):
-                    rec.metric("lr", 0.1, step)  # the flush due at 200 sends the backlog too
+                    rec.metric("lr", 0.1, step)
                 rec.flush()
-                assert rec.pending == 0
+                _sent(rec)  # the sender sends the backlog on its own
                 assert len(client.get_metric_history(run_id, "lr")) == 210
                 for step in range(210, 230):
                     rec.metric("lr", 0.1, step)

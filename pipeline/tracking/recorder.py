@@ -1,28 +1,29 @@
-"""Write one MLflow run: params, tags, artifacts, and metrics through a buffer.
+"""Write one MLflow run: params, tags, artifacts, and metrics through a buffer and a background sender.
 
 Each synchronous SQLite write costs about 5 ms, so per-step series (``lr``, ``train/loss``) are kept in memory and
-sent with one ``log_batch`` per flush (at most 1,000 metrics each, MLflow's limit). A run always ends with a
-status: FINISHED, FAILED (with ``failure`` and ``error`` tags) or KILLED, never left RUNNING.
+every ``flush_every`` values handed to the run's sender thread (``sender.py``), which writes them in batches of at
+most 1,000 while training goes on, and keeps them while the store is down. Params, tags and artifacts are written
+at once. A run always ends with a status: FINISHED, FAILED (with ``failure`` and ``error`` tags) or KILLED, never
+left RUNNING; values the store did not take by then are spooled to disk (``spool.py``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
 from pipeline.tracking import interrupts
+from pipeline.tracking.sender import Sender, retry_wait_s
 
-# MLflow's per-request limits for log_batch.
-MAX_METRICS_PER_BATCH = 1000
+# MLflow's per-request limits for log_batch (metrics: see sender.py).
 MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 8000
-# Transient store errors (a busy server, a locked database) are retried this many times, waiting 2**i * base.
+# Transient store errors (a busy server, a locked database) in a write the run waits for are retried this many
+# times, waiting as the sender does (0.5 s, 1 s, 2 s, ...).
 RETRIES = 4
-RETRY_BASE_S = 0.5
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -38,7 +39,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class RunRecorder:
-    """A handle on one open run. Not thread-safe; one per job (rank 0 only under DDP)."""
+    """A handle on one open run, used from one thread (its sender thread is internal); one per job (rank 0 only
+    under DDP)."""
 
     def __init__(self, mlflow_client, run_id: str, flush_every: int = 500):
         if flush_every < 1:
@@ -47,8 +49,8 @@ class RunRecorder:
         self.run_id = run_id
         self.flush_every = flush_every
         self.retries = RETRIES
-        self._buffer: list = []
-        self._flush_at = flush_every
+        self._buffer: list = []  # values since the last flush, not yet handed to the sender
+        self._sender = Sender(self._send_metrics, name=run_id[:8])
         # Per metric key, the last step already in the store: a resumed run re-computes the steps between its
         # checkpoint and the crash, and those must not be written twice.
         self.floor: dict[str, int] = {}
@@ -64,7 +66,7 @@ class RunRecorder:
             return
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         self._buffer.append(Metric(key=key, value=float(value), timestamp=ts, step=int(step)))
-        if len(self._buffer) >= self._flush_at:
+        if len(self._buffer) >= self.flush_every:
             self.flush()
 
     def metrics(self, values: Mapping[str, float], step: int) -> None:
@@ -75,31 +77,28 @@ class RunRecorder:
             self.metric(key, value, step, ts)
 
     def flush(self, final: bool = False) -> None:
-        """Send buffered metrics in batches of at most 1,000.
+        """Hand the buffered values to the sender thread and return at once: safe in any training hook, since
+        nothing here waits for the store (a store that is down only delays the values, see ``sender.py``).
 
-        A store that fails after the retries keeps the values buffered (nothing is dropped): mid-run training goes
-        on and a later flush tries again; at the end of the run (``final``) the error rises and ``finish`` spools.
+        ``final`` (the end of the run): send everything now and wait, retrying; the error rises if the store still
+        fails, and ``finish`` spools. A store already known to be down gets one try: the sender has been retrying
+        it all along, and the spool keeps every value.
         """
-        try:
-            while self._buffer:
-                chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-
-                def send():  # sent and dropped from the buffer together: an interrupt cannot fall in between
-                    self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-                    del self._buffer[: len(chunk)]
-
-                self._with_retries(send)
-            self._flush_at = self.flush_every
-        except Exception as exc:  # noqa: BLE001
+        with interrupts.deferred():  # the buffer changes hands whole: an interrupt cannot fall in between
+            values, self._buffer = self._buffer, []
             if final:
-                raise
-            self._flush_at = len(self._buffer) + self.flush_every  # try again after as many new values
-            print(f"warning: tracking store unavailable ({type(exc).__name__}); {len(self._buffer)} metric values "
-                  "kept in memory and sent later", file=sys.stderr, flush=True)
+                self._sender.drain(0 if self._sender.down else self.retries, values)
+            else:
+                self._sender.put(values)
+
+    def _send_metrics(self, batch: list) -> None:
+        # Called from the sender thread, or from the main thread inside flush(final=True)'s deferred block.
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
     def unsent(self) -> list[tuple[str, float, int, int]]:
-        """The buffered values as (key, value, timestamp_ms, step): what a checkpoint keeps if the store is down."""
-        return [(m.key, m.value, m.timestamp, m.step) for m in self._buffer]
+        """Values the store has not confirmed (queued, in flight or buffered) as (key, value, timestamp_ms, step),
+        oldest first: what a checkpoint keeps, so that none is lost if the process dies before they are sent."""
+        return [(m.key, m.value, m.timestamp, m.step) for m in [*self._sender.unsent(), *self._buffer]]
 
     def requeue(self, values) -> None:
         """Buffer values a checkpoint kept (:meth:`unsent`); those the store already holds are skipped."""
@@ -108,6 +107,7 @@ class RunRecorder:
 
     @property
     def pending(self) -> int:
+        """Values buffered for the next flush (not yet handed to the sender)."""
         return len(self._buffer)
 
     # -- params, tags, artifacts ---------------------------------------------------------------------------
@@ -167,8 +167,7 @@ class RunRecorder:
             from pipeline.tracking import spool
             from pipeline.tracking.store import TrackingError
 
-            path = spool.write(self.client.tracking_uri, self.run_id, self._buffer, end_tags, status)
-            self._buffer = []
+            path = spool.write(self.client.tracking_uri, self.run_id, self._sender.take(), end_tags, status)
             raise TrackingError(
                 f"the tracking store did not answer at the end of run {self.run_id} ({type(exc).__name__}); its "
                 f"unsent metrics and final status ({status}) are kept in {path}; send them when the store is back "
@@ -176,6 +175,7 @@ class RunRecorder:
             ) from exc
 
     def _with_retries(self, call):
+        """Call a store write the run waits for (main thread), retrying transient errors; never interrupted half-way."""
         for attempt in range(self.retries + 1):
             try:
                 with interrupts.deferred():  # never stop inside a store write (see interrupts.py)
@@ -183,7 +183,7 @@ class RunRecorder:
             except Exception:  # noqa: BLE001 - MLflow raises many types for transient faults
                 if attempt == self.retries:
                     raise
-                time.sleep(RETRY_BASE_S * 2**attempt)
+                time.sleep(retry_wait_s(attempt + 1))
 
 
 @contextmanager

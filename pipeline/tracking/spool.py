@@ -43,7 +43,7 @@ def resend(folder: Path | None = None) -> int:
     from mlflow.entities import Metric, RunTag
 
     from pipeline.tracking import store
-    from pipeline.tracking.recorder import MAX_METRICS_PER_BATCH
+    from pipeline.tracking.sender import MAX_METRICS_PER_BATCH
 
     sent = 0
     for path in sorted((folder or spool_dir()).glob("*.json")):

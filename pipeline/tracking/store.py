@@ -220,12 +220,12 @@ def _store_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-# MLflow's HTTP client retries a dead server for minutes by default; the recorder has its own retries and keeps
-# unsent metrics, so each request gives up quickly instead of stalling training.
+# MLflow's HTTP client retries a dead server for minutes by default (and logs a line per retry). Here one request
+# is one try of at most 10 s: the recorder's sender thread retries metric writes in the background, so it notices
+# an outage, and its end, within seconds; the writes a run waits for have the recorder's own retries.
 HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 

@@ -99,8 +99,8 @@ def run_verification(proposal, name: str, out_dir: Path, experiment: str, uri: s
     from pipeline.analysis.composite import training_arguments
     from pipeline.tracking import runs as tracked
 
-    args = [*training_arguments(proposal, str(out_dir), name, experiment, sweep_dir=str(out_dir / "verify" / name)),
-            "trainer.progress=false"]
+    args = training_arguments(proposal, str(out_dir), name, experiment, sweep_dir=str(out_dir / "verify" / name),
+                              extra=["trainer.progress=false"])
     print(f"verify: python -m pipeline {shlex.join(args)}", flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}  # not on the command line: it may hold a password
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=subprocess.PIPE,

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,10 +215,11 @@ def setting_overrides(params: Mapping[str, object], defaults: Mapping[str, str])
 
 
 def training_arguments(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,
-                       uri: str | None = None, sweep_dir: str | None = None) -> list[str]:
+                       uri: str | None = None, sweep_dir: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The arguments of ``python -m pipeline`` that train the proposal as a sweep over the recommended policy's
     seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``;
-    ``experiment`` and ``uri`` put the runs beside the ones they are compared with."""
+    ``experiment`` and ``uri`` put the runs beside the ones they are compared with; ``extra`` overrides go last
+    (before the ``--multirun`` flag, after which Hydra takes no override)."""
     args = ["--config-dir", config_dir, f"+policy={name}", *proposal.overrides]
     if proposal.seeds:
         args.append("seed=" + ",".join(str(s) for s in proposal.seeds))
@@ -228,7 +229,7 @@ def training_arguments(proposal: CompositeProposal, config_dir: str, name: str, 
         args.append(f"tracking.uri={uri}")
     if sweep_dir:
         args.append(f"hydra.sweep.dir={sweep_dir}")
-    return [*args, "--multirun"]
+    return [*args, *extra, "--multirun"]
 
 
 def composite_command(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,

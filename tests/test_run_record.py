@@ -16,6 +16,8 @@ COMMAND = ["+policy=triangle2", "+warmup=linear", "warmup.warmup_steps=5", "mome
            "trainer.max_steps=30", "trainer.eval_every_steps=10", "trainer.progress=false", "schedule.k_scale=2"]
 # Added on purpose by issue 17: the run's exact policy as a loadable spec (the report re-creates it from there).
 ADDED_PARAMS = {"policy_config"}
+# Added on purpose by issue 19: what the run is judged on (the report reads these; absent means exactly this).
+ADDED_TAGS = {"task": "classification", "objective_metric": "acc", "objective_mode": "max"}
 
 
 @pytest.mark.slow
@@ -29,7 +31,7 @@ def test_a_run_records_the_same_keys_tags_and_curves_as_before_the_reshape(store
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "git_commit"}
     # run_key hashes the resolved config, whose _target_ values follow the modules the reshape moved
     # (dataset: pipeline.training.data.synthetic.Synthetic); every other tag keeps its value.
-    assert {**tags, "run_key": None} == {**BEFORE["tags"], "run_key": None} and len(tags["run_key"]) == 16
+    assert {**tags, "run_key": None} == {**BEFORE["tags"], **ADDED_TAGS, "run_key": None} and len(tags["run_key"]) == 16
     assert sorted(run.data.metrics) == BEFORE["metrics"]
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == BEFORE["artifacts"]
     for key in ("lr", "momentum"):

@@ -1,8 +1,15 @@
-"""The base of every data set: a :class:`TensorDataModule` holds it in memory as normalised float32 tensors.
+"""The base of every data set held in memory: a :class:`TensorDataModule` keeps it as tensors (images normalised to
+float32; integer inputs such as token ids stay integer).
 
 It does everything but loading: argument checks, normalisation, the seeded train/val split, the subsets and the data
 loaders (batches and their order: :mod:`pipeline.training.data.batching`). Each data set (``idx``, ``cifar10``,
-``synthetic``) only knows where its files are and how to read them into tensors (:class:`RawData`).
+``synthetic``, ``diabetes``, ``fortunes``) only knows where its data are and how to read them into tensors
+(:class:`RawData`).
+
+What a data module tells the model and the task (the contract of :mod:`pipeline.training.shapes`): ``input_shape``
+and ``input_dtype`` (one sample's input), ``target_shape`` and ``target_dtype`` (one sample's target),
+``output_size`` (classes, values per sample or vocabulary), and for images ``in_channels``, ``image_size`` and
+``num_classes``, for tokens ``vocab_size``. Image data sets set the image attributes; the rest follows from them.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class RawData(NamedTuple):
-    """What a subclass loads: images [N, C, H, W] (uint8 0..255, or float32 already normalised) and int64 labels."""
+    """What a subclass loads: inputs [N, ...] (images as uint8 0..255, or floats already normalised; integer ids
+    kept as they are) and targets [N, ...] (int64 labels, floats, token ids)."""
 
     x_train: Tensor
     y_train: Tensor
@@ -65,16 +73,31 @@ class TensorDataModule(LightningDataModule):
         test_subset: if set, test on only the first `test_subset` test samples.
         eval_batch_size: batch size of the validation and test loaders, in samples.
 
-    Subclasses set ``name`` (the config group option), ``in_channels``, ``num_classes``, ``image_size`` (pixels per
-    side) and the per-channel ``mean`` / ``std`` of the [0, 1]-scaled training images, and implement ``_load``.
+    Subclasses set ``name`` (the config group option) and implement ``_load``. Image data sets set ``in_channels``,
+    ``num_classes``, ``image_size`` (pixels per side) and the per-channel ``mean`` / ``std`` of the [0, 1]-scaled
+    training images; other data sets override ``input_shape``, ``output_size`` and the dtypes (module docstring).
     """
 
     name: str
-    in_channels: int
-    num_classes: int
-    image_size: int
+    in_channels: int | None = None
+    num_classes: int | None = None
+    image_size: int | None = None
+    vocab_size: int | None = None
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    input_dtype = torch.float32
+    target_shape: tuple[int, ...] = ()  # one int64 class label per sample
+    target_dtype = torch.int64
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's input: ``(in_channels, image_size, image_size)`` for images."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    @property
+    def output_size(self) -> int:
+        """What the model outputs per sample (per position for sequences): ``num_classes`` for images."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -199,9 +222,12 @@ class TensorDataModule(LightningDataModule):
                           collate_fn=keep_batch)
 
     def _normalise(self, x: Tensor) -> Tensor:
-        """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised."""
-        if x.dtype != torch.uint8:
+        """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised
+        (float32); other integer input (token ids, category codes) stays as it is, for embedding layers."""
+        if x.is_floating_point():
             return x.to(torch.float32)
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            return x
         out = x.to(torch.float32).div_(255.0)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)

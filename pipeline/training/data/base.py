@@ -58,7 +58,75 @@ def try_download(download: Callable[[], None]) -> str:
     return "torchvision reported success but the files are not there"
 
 
-class TensorDataModule(LightningDataModule):
+class SplitDataModule(LightningDataModule):
+    """Train / val / test splits made by ``setup`` (``self._splits``) and their loaders: the training order of epoch
+    ``e`` a pure function of ``(seed, e)``, sharded under DDP and resumed mid-epoch (:mod:`.batching`); validation
+    and test in order, each rank every world-th sample. Subclasses set ``batch_size``, ``eval_batch_size``, ``seed``,
+    ``num_workers`` and ``collate_fn`` (None: torch's default collate) and fill ``_splits`` in ``setup``."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    num_workers: int = 0
+    collate_fn = None
+    _splits: tuple | None = None
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's place under DDP (the data module shards its own loaders; see EpochShuffleSampler)."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_set
+        return ResumableLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self.seed, *self._rank_and_world()),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            position=self._batches_done_this_epoch,
+        )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Batches of the current epoch already trained on: non-zero only when Lightning resumed mid-epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
+                            trainer.world_size, trainer.accumulate_grad_batches)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    @property
+    def train_set(self):
+        return self._require_setup()[0]
+
+    @property
+    def val_set(self):
+        return self._require_setup()[1]
+
+    @property
+    def test_set(self):
+        return self._require_setup()[2]
+
+    def _require_setup(self) -> tuple:
+        if self._splits is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data is used")
+        return self._splits
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        # Under DDP each rank evaluates every world-th sample, none twice: the module sums its statistics over the
+        # ranks, so validation and test metrics are exact over the whole split.
+        rank, world = self._rank_and_world()
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=range(rank, len(dataset), world),
+                          collate_fn=self.collate_fn, num_workers=self.num_workers)
+
+
+class TensorDataModule(SplitDataModule):
     """A data set held in memory as normalised float32 tensors, split into train / val / test loaders.
 
     Args:
@@ -79,6 +147,8 @@ class TensorDataModule(LightningDataModule):
     """
 
     name: str
+    collate_fn = staticmethod(keep_batch)  # __getitems__ already returns the stacked batch
+    num_workers = 0  # in memory: worker processes would only add pickling and start-up
     in_channels: int | None = None
     num_classes: int | None = None
     image_size: int | None = None
@@ -131,7 +201,7 @@ class TensorDataModule(LightningDataModule):
         self.train_subset = train_subset
         self.test_subset = test_subset
         self.eval_batch_size = eval_batch_size
-        self._splits: tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset] | None = None
+        self._splits: tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset] | None = None  # by setup
 
     # Subclass hook ---------------------------------------------------------------------------------------------------
 
@@ -162,64 +232,6 @@ class TensorDataModule(LightningDataModule):
             TensorBatchDataset(x_train, raw.y_train, val_index),
             TensorBatchDataset(x_test, raw.y_test, test_index),
         )
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        """This process's place under DDP (the data module shards its own loaders; see EpochShuffleSampler)."""
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.train_set
-        return ResumableLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed, *self._rank_and_world()),
-            collate_fn=keep_batch,
-            num_workers=0,  # in memory: worker processes would only add pickling and start-up
-            position=self._batches_done_this_epoch,
-        )
-
-    def _batches_done_this_epoch(self) -> int:
-        """Batches of the current epoch already trained on: non-zero only when Lightning resumed mid-epoch."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
-                            trainer.world_size, trainer.accumulate_grad_batches)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
-
-    # Results of setup ------------------------------------------------------------------------------------------------
-
-    @property
-    def train_set(self) -> TensorBatchDataset:
-        return self._require_setup()[0]
-
-    @property
-    def val_set(self) -> TensorBatchDataset:
-        return self._require_setup()[1]
-
-    @property
-    def test_set(self) -> TensorBatchDataset:
-        return self._require_setup()[2]
-
-    # Helpers ---------------------------------------------------------------------------------------------------------
-
-    def _require_setup(self) -> tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset]:
-        if self._splits is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data is used")
-        return self._splits
-
-    def _eval_loader(self, dataset: TensorBatchDataset) -> DataLoader:
-        # Under DDP each rank evaluates every world-th sample, none twice: the module sums its statistics over the
-        # ranks, so validation and test metrics are exact over the whole split.
-        rank, world = self._rank_and_world()
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=range(rank, len(dataset), world),
-                          collate_fn=keep_batch)
 
     def _normalise(self, x: Tensor) -> Tensor:
         """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised

@@ -16,21 +16,16 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from pipeline.training.arguments import check_int, check_number
-from pipeline.training.data.batching import (
-    SPLIT_STREAM,
-    EpochShuffleSampler,
-    ResumableLoader,
-    batches_done,
-    derive_seed,
-)
-from pipeline.training.shapes import SHAPE_ARGUMENTS
+from pipeline.training.data.base import SplitDataModule
+from pipeline.training.data.batching import SPLIT_STREAM, derive_seed
 
 
-class DatasetModule(LightningDataModule):
-    """A map-style Dataset (items ``(x, y)``) as train / val / test loaders.
+class DatasetModule(SplitDataModule):
+    """A map-style Dataset (items ``(x, y)``) as train / val / test loaders (torch's default collate, read by
+    ``num_workers`` processes; order, sharding and resuming as for every data set: :class:`SplitDataModule`).
 
     Args:
         train: the training pool (validation is carved out of it), or the whole data when ``test`` is None.
@@ -129,52 +124,6 @@ class DatasetModule(LightningDataModule):
             raise ValueError(f"test_frac={self.test_frac} leaves no test samples of the dataset's {n}")
         self._splits = (Subset(self.pool, perm[n_val:].tolist()), Subset(self.pool, perm[:n_val].tolist()), test)
 
-    def _require_setup(self) -> tuple[Subset, Subset, Subset]:
-        if self._splits is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data is used")
-        return self._splits
-
-    @property
-    def train_set(self) -> Subset:
-        return self._require_setup()[0]
-
-    @property
-    def val_set(self) -> Subset:
-        return self._require_setup()[1]
-
-    @property
-    def test_set(self) -> Subset:
-        return self._require_setup()[2]
-
-    def _rank_and_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        # The order of epoch e is a pure function of (seed, e), sharded under DDP and resumed mid-epoch like the
-        # in-memory data sets' (pipeline.training.data.batching).
-        return ResumableLoader(self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
-                               sampler=EpochShuffleSampler(len(self.train_set), self.seed, *self._rank_and_world()),
-                               position=self._batches_done_this_epoch)
-
-    def _batches_done_this_epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
-                            trainer.world_size, trainer.accumulate_grad_batches)
-
-    def _eval_loader(self, data: Subset) -> DataLoader:
-        rank, world = self._rank_and_world()
-        return DataLoader(data, batch_size=self.eval_batch_size, sampler=range(rank, len(data), world),
-                          num_workers=self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
-
 
 # -- building the dataset node --------------------------------------------------------------------------------------
 
@@ -246,4 +195,4 @@ def _refuse(key: str, path: str, keys: dict, takes: list[str], wrapper) -> None:
                      f"remove it with ~{key}.{first}, or start from dataset=custom")
 
 
-__all__ = ["DatasetModule", "SHAPE_ARGUMENTS", "build_data"]
+__all__ = ["DatasetModule", "build_data"]

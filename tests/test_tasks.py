@@ -122,6 +122,7 @@ def test_a_checkpoint_from_before_tasks_resumes_with_its_best_accuracy():
         (["model=feedforward", "+model.output_size=3"], "model:"),               # 3 logits for 10 classes
         (["task=language_model", "model=feedforward"], "model:"),                # no logit per position
         (["model._target_=own.Embedder"], "model:"),                            # no vocab_size for images
+        (["task=language_model", "model._target_=own.Embedder"], "model.embed_dim"),  # char_gru's setting stays
         (["dataset=custom"], "dataset._target_"),                               # your data, not named
         (["dataset=custom", "dataset._target_=own.Blobs", "+dataset.colour=red"], "dataset.colour"),
         (["task=regression", "+sampler=autoassist"], "sampler"),

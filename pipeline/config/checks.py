@@ -409,6 +409,27 @@ def _not_overridden(dataset, method: str) -> bool:
     return not is_overridden(method, dataset, LightningDataModule)
 
 
+def _check_model_settings(spec: dict) -> None:
+    """Every setting of the model node is an argument its target takes: overriding only ``model._target_`` keeps the
+    option's other settings (char_gru's ``hidden_size``), which a model of the user's own may not take."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(spec["_target_"])
+        params = inspect.signature(target).parameters
+    except Exception:  # noqa: BLE001 - an unimportable target or one without a signature: instantiate says why
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in spec:
+        if not key.startswith("_") and key not in params:
+            takes = ", ".join(name for name in params if name != "self") or "nothing"
+            raise ConfigError(f"model.{key}: {spec['_target_']} does not take {key} (it takes {takes}); remove it with "
+                              f"~model.{key}, or start from a model option without settings (e.g. model=lenet5)")
+
+
 def check_model(cfg: DictConfig, dataset, task):
     """The model factory (the ``model`` node, partial), built once when the data module states its shapes before
     loading, and a forward pass of a batch of zeros checked against the task; else the same check runs on the first
@@ -422,6 +443,7 @@ def check_model(cfg: DictConfig, dataset, task):
     spec = OmegaConf.to_container(cfg.model, resolve=True)
     spec.pop("name", None)
     spec["_partial_"] = True  # always a factory: the job builds the model after seeding, with the data's shapes
+    _check_model_settings(spec)
     factory = _instantiate(OmegaConf.create(spec), "model")
     if "input_shape" not in model_arguments(dataset):
         return factory, None  # shapes known only once the data are loaded

@@ -35,19 +35,23 @@ demo: data install ## first contact: 13 LRBench policies on Fashion-MNIST (short
 	$(BIN)/python -m pipeline.report experiments=[lrbench-demo] target=0.80 baseline=inv out_dir=reports/demo && \
 	echo "demo finished in $$(( $$(date +%s) - start )) s. Browse every run: make ui, then open http://$(HOST):$(PORT)"
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -c "import torch, torchvision, lightning, hydra, mlflow"
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -c "import torch, torchvision, lightning, hydra, mlflow, sklearn"
 	touch $@
 
-install: $(BIN)/.installed ## create .venv with the package and a matching torch/torchvision pair
+install: $(BIN)/.installed ## create .venv with the package at the tested versions (constraints.txt)
 
-data: ## install the offline Fashion-MNIST package (Debian/Ubuntu, needs root)
+data: ## install the offline data: Fashion-MNIST and the fortune cookies of task=language_model (Debian, needs root)
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST present"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "run as root: apt-get install dataset-fashion-mnist (or let torchvision download it)"; fi
+	@if [ -f /usr/share/games/fortunes/literature.dat ] && [ -f /usr/share/games/fortunes/computers.dat ]; then \
+	  echo "fortunes present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq fortunes; \
+	else echo "run as root: apt-get install fortunes (the language-model task's text)"; fi
 
 run: install ## train the default job (LeNet-5, Fashion-MNIST, 1 epoch) into the local store
 	$(BIN)/python -m pipeline

@@ -27,16 +27,31 @@ def _options():
             yield group, path.stem
 
 
+# Options that need a task other than classification (or data of their own) compose with it.
+CONTEXT = {("model", "char_gru"): ["task=language_model"], ("dataset", "fortunes"): ["task=language_model"],
+           ("dataset", "diabetes"): ["task=regression"],
+           ("dataset", "custom"): ["dataset._target_=own.Blobs", "model=feedforward"]}
+
+
+def _context(group: str, option: str) -> list[str]:
+    if (group, option) in CONTEXT:
+        return CONTEXT[group, option]
+    text = (CONF / group / f"{option}.yaml").read_text()
+    own_data = group in ("dataset", "task") or "override /task" in text or "override /dataset" in text
+    return [] if own_data else ["dataset=synthetic"]
+
+
 @pytest.mark.parametrize("group, option", list(_options()), ids=lambda v: str(v))
 def test_every_option_of_every_group_composes_and_builds(group, option):
+    from pipeline.training.shapes import build_model
+
     prefix = "+" if group in APPENDED else ""
-    cfg = compose_job(f"{prefix}{group}={option}", *([] if group == "dataset" else ["dataset=synthetic"]))
+    cfg = compose_job(f"{prefix}{group}={option}", *_context(group, option))
     job = check(cfg)
     assert max(job.policy.for_budget(2000)(t) for t in range(0, 2000, 100)) > 0  # a warm-up may start at 0
-    net = job.model(in_channels=job.dataset.in_channels, num_classes=job.dataset.num_classes,
-                    image_size=job.dataset.image_size)
+    net = build_model(job.model, job.dataset)
     assert sum(p.numel() for p in net.parameters()) > 0
-    if group in ("model", "dataset", "optimizer", "policy"):
+    if group in ("model", "dataset", "optimizer", "policy", "task") and (group, option) != ("dataset", "custom"):
         assert job.choices[group] == option
 
 

@@ -8,18 +8,44 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from pipeline.training.models import CNN3, MLP, LeNet5, ResNet20, WithinChannelLRN, count_parameters, resnet18
+from pipeline.training.models import (
+    CNN3,
+    MLP,
+    CharGRU,
+    FeedForward,
+    LeNet5,
+    ResNet20,
+    WithinChannelLRN,
+    count_parameters,
+    resnet18,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODEL_CONFIGS = sorted((CONF / "model").glob("*.yaml"))
+# The image classifiers; feedforward (feature vectors) and char_gru (text) are built for their own data below.
+OTHER_MODELS = {"feedforward", "char_gru"}
+MODEL_CONFIGS = sorted(p for p in (CONF / "model").glob("*.yaml") if p.stem not in OTHER_MODELS)
 SHAPES = {  # Fashion-MNIST / MNIST and CIFAR-10
     "grey28": dict(in_channels=1, image_size=28, num_classes=10),
     "rgb32": dict(in_channels=3, image_size=32, num_classes=10),
 }
 
 
-def test_the_model_group_holds_the_five_models():
+def test_the_model_group_holds_the_five_image_models_and_one_each_for_vectors_and_text():
     assert {p.stem for p in MODEL_CONFIGS} == {"lenet5", "cnn3", "resnet20", "mlp", "resnet18"}
+    assert {p.stem for p in (CONF / "model").glob("*.yaml")} - {p.stem for p in MODEL_CONFIGS} == OTHER_MODELS
+
+
+def test_feedforward_flattens_any_input_shape_to_output_size_values():
+    net = FeedForward(input_shape=(3, 4), output_size=2, hidden=[5])
+    assert net(torch.randn(7, 3, 4)).shape == (7, 2)
+    assert count_parameters(net) == 12 * 5 + 5 + 5 * 2 + 2
+
+
+def test_char_gru_outputs_one_logit_per_vocabulary_entry_at_every_position_of_integer_tokens():
+    net = CharGRU(vocab_size=256, output_size=256, hidden_size=16)
+    assert net(torch.randint(0, 256, (2, 9))).shape == (2, 9, 256)
+    with pytest.raises(RuntimeError):
+        net(torch.rand(2, 9))  # an embedding takes integer ids only: the data must not turn them into floats
 
 
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())

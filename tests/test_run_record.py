@@ -18,9 +18,10 @@ COMMAND = ["+policy=triangle2", "policy.l=2000", "+warmup=linear", "warmup.warmu
            "schedule.k_scale=2"]
 # Added on purpose by issue 17: the run's exact policy as a loadable spec (the report re-creates it from there).
 # Added by issue 20: the budget-relative forms beside the absolute ones, and whether the policy fits the budget;
-# the new config keys also change the run key (a hash of the config).
+# by issue 19: what the run is judged on (the report reads these; absent means exactly this). The new config keys
+# and the modules the reshape moved (dataset._target_) change the run key, a hash of the config.
 ADDED_PARAMS = {"policy_config", "policy.l_frac", "warmup.warmup_frac"}
-ADDED_TAGS = {"policy_fit"}
+ADDED_TAGS = {"policy_fit": "ok", "task": "classification", "objective_metric": "acc", "objective_mode": "max"}
 CHANGED_TAGS = {"run_key"}
 
 
@@ -32,9 +33,10 @@ def test_a_run_records_the_same_keys_tags_and_curves_as_before_the_reshape(store
     client = MlflowClient(store_uri)
     assert sorted(set(run.data.params) - ADDED_PARAMS) == BEFORE["params"]
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "git_commit"}
-    assert set(tags) - ADDED_TAGS == set(BEFORE["tags"])
-    assert {k: tags[k] for k in BEFORE["tags"] if k not in CHANGED_TAGS} == {
-        k: v for k, v in BEFORE["tags"].items() if k not in CHANGED_TAGS}
+    assert set(tags) - set(ADDED_TAGS) == set(BEFORE["tags"])
+    assert {k: v for k, v in tags.items() if k not in CHANGED_TAGS} == {
+        **{k: v for k, v in BEFORE["tags"].items() if k not in CHANGED_TAGS}, **ADDED_TAGS}
+    assert len(tags["run_key"]) == 16
     assert sorted(run.data.metrics) == BEFORE["metrics"]
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == BEFORE["artifacts"]
     for key in ("lr", "momentum"):

@@ -21,7 +21,8 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
-GROUPS = ("model", "dataset", "optimizer", "policy", "warmup", "momentum", "analysis", "sampler", "trainer", "tracking")
+GROUPS = ("model", "dataset", "task", "optimizer", "policy", "warmup", "momentum", "analysis", "sampler", "trainer",
+          "tracking")
 # Keys of the ``trainer`` group that are the project's own run settings; every other key is an argument of
 # Lightning's Trainer (users may add any with ``+trainer.<argument>=``).
 RUN_KEYS = ("targets", "eval_every_steps", "divergence_factor", "checkpoint_every_steps", "checkpoint_dir",
@@ -81,9 +82,16 @@ def group_choices(cfg: DictConfig) -> dict[str, str]:
     return {g: option for g, option in group_choices_all(cfg).items() if g in GROUPS}
 
 
+# The task node of conf/task/classification.yaml: a job with exactly this task records no task node (its params,
+# config artifact and run key are those of a run from before tasks existed; the tags still say task=classification).
+IMPLIED_TASK = {"_target_": "pipeline.tasks.classification.Classification",
+                "objective": {"metric": "acc", "mode": "max"}}
+
+
 def job_config(cfg: DictConfig) -> dict:
-    """The resolved job config without Hydra's own node: what the run's params and config artifact hold. The
-    tracking URI's password is masked (``user:****@``): the store is reached through the checked Job, not this."""
+    """The resolved job config without Hydra's own node: what the run's params and config artifact hold, and what
+    its key hashes. The tracking URI's password is masked (``user:****@``): the store is reached through the checked
+    Job, not this. The default classification task is implied, not recorded (:data:`IMPLIED_TASK`)."""
     from pipeline.tracking.store import public_uri
 
     job_only = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
@@ -91,6 +99,8 @@ def job_config(cfg: DictConfig) -> dict:
     tracking = config.get("tracking")
     if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
         tracking["uri"] = public_uri(tracking["uri"])
+    if config.get("task") == IMPLIED_TASK:
+        del config["task"]
     return config
 
 
@@ -163,11 +173,12 @@ def check_run_settings(cfg: DictConfig) -> RunSettings:
     _checked(writable_folder, "trainer.checkpoint_dir", Path(folder).resolve())
     targets = _select(cfg, "trainer.targets")
     if not OmegaConf.is_list(targets) and not isinstance(targets, (list, tuple)):
-        raise ConfigError(f"trainer.targets must be a list of accuracies in (0, 1], got {targets!r}")
+        raise ConfigError(f"trainer.targets must be a list of values of the task's objective metric (classification: "
+                          f"accuracies in (0, 1]), got {targets!r}")
     for i, target in enumerate(targets):
-        ok = isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target <= 1
-        if not ok:
-            raise ConfigError(f"trainer.targets[{i}] must be an accuracy in (0, 1], got {target!r}")
+        if isinstance(target, bool) or not isinstance(target, (int, float)):
+            raise ConfigError(f"trainer.targets[{i}] must be a number (a value of the task's objective metric), "
+                              f"got {target!r}")
     progress = _select(cfg, "trainer.progress")
     if not isinstance(progress, bool):
         raise ConfigError(f"trainer.progress must be true or false, got {progress!r}")
@@ -297,6 +308,170 @@ def check_search(cfg: DictConfig, trainer: TrainerSettings, run: RunSettings):
         raise ConfigError(f"search.{exc}") from None
 
 
+# -- task, data and model ----------------------------------------------------------------------------------------
+
+OBJECTIVE_KEYS = ("metric", "mode")
+
+
+def check_task(cfg: DictConfig, targets: tuple[float, ...]):
+    """The job's task (:class:`~pipeline.tasks.base.Task`) and its objective: a metric the task logs, the mode that
+    metric is better in, and ``trainer.targets`` within the metric's range."""
+    from pipeline.tasks import Classification, Objective, Task
+
+    node = cfg.get("task")
+    if node is None:  # a primary config of the user's own without a task group: classification, as before tasks
+        return Classification(), Objective("acc", "max", check_targets(Classification(), "acc", targets))
+    spec = OmegaConf.to_container(node, resolve=True)
+    objective = spec.pop("objective", None)
+    spec.pop("name", None)
+    task = _instantiate(OmegaConf.create(spec), "task")
+    if not isinstance(task, Task):
+        raise ConfigError(f"task._target_ must build a pipeline.tasks.Task (classification, regression, "
+                          f"language_model, or a subclass of your own), got {type(task).__name__}")
+    if not isinstance(objective, dict) or sorted(objective) != sorted(OBJECTIVE_KEYS):
+        raise ConfigError(f"task.objective must have metric (one of {', '.join(task.eval_keys)}) and mode (max or "
+                          f"min), got {objective!r}")
+    metric, mode = objective["metric"], objective["mode"]
+    if metric not in task.eval_keys:
+        raise ConfigError(f"task.objective.metric must be a metric the task logs ({', '.join(task.eval_keys)}), "
+                          f"got {metric!r}")
+    if mode not in ("max", "min"):
+        raise ConfigError(f"task.objective.mode must be max or min, got {mode!r}")
+    better = task.metric(metric).better
+    if better is not None and mode != better:
+        direction = "higher" if better == "max" else "lower"
+        raise ConfigError(f"task.objective.mode must be {better} for {metric} ({direction} is better), got {mode!r}")
+    return task, Objective(metric, mode, check_targets(task, metric, targets))
+
+
+def check_targets(task, metric: str, targets: tuple[float, ...]) -> tuple[float, ...]:
+    spec = task.metric(metric)
+    for i, target in enumerate(targets):
+        if not spec.accepts(target):
+            raise ConfigError(f"trainer.targets[{i}] must be {spec.accepted()} (the objective, {metric}), "
+                              f"got {target!r}")
+    return tuple(targets)
+
+
+def option_target(cfg: DictConfig, group: str, option: str | None) -> str | None:
+    """The ``_target_`` that the option's own config file declares, found where Hydra finds it (the config search
+    path: the project's conf/, ``--config-dir``, ``hydra.searchpath``); None if the file or its target is not found."""
+    if option is None:
+        return None
+    sources = OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None) or []
+    for source in sources:
+        if source.get("schema") != "file":
+            continue
+        path = Path(source["path"]) / group / f"{option}.yaml"
+        if path.is_file():
+            try:
+                text = path.read_text()
+                loaded = OmegaConf.load(path)
+            except (OSError, ValueError):
+                return None
+            package_global = any("@package _global_" in line for line in text.splitlines()[:5] if "#" in line)
+            node = OmegaConf.to_container(loaded)  # unresolved: a mandatory "???" target is a target too
+            found = (node.get(group) or {}) if package_global else node
+            found = found.get("_target_") if isinstance(found, dict) else None
+            return found if isinstance(found, str) else None
+    return None
+
+
+def ran_as(cfg: DictConfig, group: str) -> str | None:
+    """The name a run gives what its group ``group`` built (identity.ran_as)."""
+    from pipeline.training.identity import ran_as as name_of
+
+    option = group_choices(cfg).get(group)
+    node = cfg.get(group)
+    if node is None:
+        return option
+    given = node.get("name") if OmegaConf.is_dict(node) else None
+    if given is not None and (not isinstance(given, str) or not given.strip()):
+        raise ConfigError(f"{group}.name must be a non-empty name (the run's tag for it), got {given!r}")
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    return name_of(option, target, option_target(cfg, group, option), given)
+
+
+def check_data(cfg: DictConfig):
+    """The data module the ``dataset`` node builds (a LightningDataModule, or a map-style Dataset wrapped)."""
+    from hydra.errors import InstantiationException
+
+    from pipeline.training.data.wrapped import build_data
+
+    try:
+        dataset = build_data(cfg.dataset)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"dataset.{cause}" if isinstance(cause, ValueError) else f"dataset: {cause}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc) if str(exc).startswith("dataset") else f"dataset: {exc}") from exc
+    if not callable(getattr(dataset, "test_dataloader", None)) or _not_overridden(dataset, "test_dataloader"):
+        raise ConfigError(f"dataset: {type(dataset).__name__} has no test_dataloader(); every run is tested at the end "
+                          "(return your validation loader if you have no test split)")
+    return dataset
+
+
+def _not_overridden(dataset, method: str) -> bool:
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    return not is_overridden(method, dataset, LightningDataModule)
+
+
+def _check_model_settings(spec: dict) -> None:
+    """Every setting of the model node is an argument its target takes: overriding only ``model._target_`` keeps the
+    option's other settings (char_gru's ``hidden_size``), which a model of the user's own may not take."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(spec["_target_"])
+        params = inspect.signature(target).parameters
+    except Exception:  # noqa: BLE001 - an unimportable target or one without a signature: instantiate says why
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in spec:
+        if not key.startswith("_") and key not in params:
+            takes = ", ".join(name for name in params if name != "self") or "nothing"
+            raise ConfigError(f"model.{key}: {spec['_target_']} does not take {key} (it takes {takes}); remove it with "
+                              f"~model.{key}, or start from a model option without settings (e.g. model=lenet5)")
+
+
+def check_model(cfg: DictConfig, dataset, task):
+    """The model factory (the ``model`` node, partial), built once when the data module states its shapes before
+    loading, and a forward pass of a batch of zeros checked against the task; else the same check runs on the first
+    real batch once the data are loaded (:func:`pipeline.training.assemble.build_training`), still before any run.
+    Returns the factory and the model built (None when it could not be built yet)."""
+    import lightning as L
+    import torch
+
+    from pipeline.training.shapes import build_model, check_fit, declared_batch, model_arguments
+
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    spec.pop("name", None)
+    spec["_partial_"] = True  # always a factory: the job builds the model after seeding, with the data's shapes
+    _check_model_settings(spec)
+    factory = _instantiate(OmegaConf.create(spec), "model")
+    if "input_shape" not in model_arguments(dataset):
+        return factory, None  # shapes known only once the data are loaded
+    try:
+        net = build_model(factory, dataset)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"model: {spec.get('_target_')} must build a torch.nn.Module (or a LightningModule), "
+                          f"got {type(net).__name__}")
+    batch = declared_batch(dataset)
+    if batch is not None and not isinstance(net, L.LightningModule):
+        try:
+            check_fit(net, task, dataset, batch)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    return factory, net
+
+
 # -- the job ------------------------------------------------------------------------------------------------------
 
 
@@ -327,12 +502,21 @@ def check(cfg: DictConfig) -> Job:
     policy, policy_name = check_policy(cfg, lr)
     momentum = check_momentum(cfg, probe)
 
-    model = _instantiate(cfg.model, "model")
-    dataset = _instantiate(cfg.dataset, "dataset")
-    try:  # build the model once with the dataset's shapes, so bad model options fail here, not mid-run
-        model(in_channels=dataset.in_channels, num_classes=dataset.num_classes, image_size=dataset.image_size)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise ConfigError(f"model: {exc}") from exc
+    import lightning as L
+
+    from pipeline.tasks import Classification
+
+    task, objective = check_task(cfg, run.targets)
+    dataset = check_data(cfg)
+    model, net = check_model(cfg, dataset, task)  # built once with the data's shapes: bad options fail here
+    for group in ("analysis", "sampler"):
+        option = group_choices(cfg).get(group, "custom")
+        if cfg.get(group) is not None and not isinstance(task, Classification):
+            raise ConfigError(f"{group}: +{group}={option} works on classification (cross-entropy on class labels); "
+                              f"this job's task is {type(task).__name__}")
+        if cfg.get(group) is not None and isinstance(net, L.LightningModule):
+            raise ConfigError(f"{group}: +{group}={option} hooks into the pipeline's own module; the model "
+                              f"{type(net).__name__} is a LightningModule of its own")
 
     callbacks = tuple(_instantiate(cfg[group], group) for group in ("analysis",) if cfg.get(group) is not None)
     for factory, group in zip(callbacks, ("analysis",)):
@@ -344,6 +528,13 @@ def check(cfg: DictConfig) -> Job:
 
     choices = group_choices(cfg)
     choices["policy"] = policy_name
+    for group in ("model", "dataset", "task"):  # what actually ran, not the group's default option
+        if (name := ran_as(cfg, group)) is not None:
+            choices[group] = name
+    choices.setdefault("task", task.name)
     return Job(config=job_config(cfg), choices=choices, seed=seed, run_name=run_name, study=study, policy=policy,
                optimizer=optimizer, model=model, dataset=dataset, trainer=trainer, run=run, tracking=tracking,
                momentum=momentum, callbacks=callbacks, sampler=sampler, search=search)
+
+
+               momentum=momentum, callbacks=callbacks, sampler=sampler, task=task, objective=objective)

@@ -20,7 +20,7 @@ class RunSettings:
     """The project's own run settings (they sit in the ``trainer`` group for the command line, but Lightning's
     Trainer never sees them)."""
 
-    targets: tuple[float, ...]     # validation accuracies whose first-reach step and seconds the summary records
+    targets: tuple[float, ...]     # objective values (classification: accuracies) whose first reach the summary records
     eval_every_steps: int          # optimizer steps between evaluations
     divergence_factor: float       # train loss above this x the first loss (or non-finite) = diverged
     checkpoint_every_steps: int    # 0 = no checkpoints (a killed run then starts over)
@@ -68,13 +68,15 @@ class Job:
     """A checked job: settings as typed values, built parts, factories for what needs data or a recorder."""
 
     config: dict                   # the resolved job config (without Hydra's node): params, config artifact, run key
-    choices: dict[str, str]        # Hydra's choice per config group (policy: the policy's name; "fix" without one)
+    # Per config group, the name the run is tagged with: Hydra's choice, or what actually ran when the option's target
+    # was overridden (model, dataset, task: the class name, or the node's `name`); policy: "fix" without one.
+    choices: dict[str, str]
     seed: int
     run_name: str | None           # null: <policy>-<model>-<dataset>-s<seed>
     study: str | None
     policy: Any                    # pipeline.policies.build.PolicyChain: fixed to the budget once it is known
     optimizer: Callable            # partial: params -> torch optimizer
-    model: Callable                # partial: (in_channels, num_classes, image_size) -> nn.Module
+    model: Callable                # partial: the data's shapes it takes -> nn.Module (pipeline.training.shapes)
     dataset: Any                   # a LightningDataModule, not yet set up
     trainer: TrainerSettings
     run: RunSettings
@@ -90,6 +92,9 @@ class Job:
     # A pruned study's rung (+search=rung, set by hydra/sweeper=halving): pipeline.search.rung.RungSettings; None
     # for a job that trains its whole budget.
     search: Any = None
+    # The task (pipeline.tasks: loss, evaluation metrics, output check) and the objective a run is judged on.
+    task: Any = None
+    objective: Any = None
 
     @property
     def policy_name(self) -> str:

@@ -31,6 +31,9 @@ def asks_to_pack(config: DictConfig, job_overrides: Sequence[Sequence[str]]) -> 
 
 def pack_refusal(cfg: DictConfig) -> str | None:
     """Why this job cannot train in a pack, judged from its config alone (no torch); None when it can."""
+    task = OmegaConf.select(cfg, "task._target_", default=None)
+    if task not in (None, "pipeline.tasks.classification.Classification"):
+        return f"task: a pack trains classification only (cross-entropy on class labels), not {task}"
     target = OmegaConf.select(cfg, "optimizer._target_")
     if target != "torch.optim.SGD":
         return f"optimizer: a pack trains with SGD only (optimizer=sgd, momentum or nesterov), not {target}"

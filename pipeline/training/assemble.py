@@ -1,5 +1,5 @@
-"""What one job trains: the data loaded, the model built for its shapes, and the policy fixed to the run's number of
-optimizer steps (known only once the data is loaded)."""
+"""What one job trains: the data loaded, the model built for its shapes (and checked against the task on the first
+real batch), and the policy fixed to the run's number of optimizer steps (known only once the data is loaded)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,35 @@ class Training:
 
 
 def load_data(job: Job):
-    """Load the data set into memory; a missing or corrupt data set is a ConfigError (no run is created)."""
+    """Load the data set (into memory, or as far as its module loads eagerly); a missing or corrupt data set is a
+    ConfigError (no run is created)."""
     try:
         job.dataset.setup("fit")
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         raise ConfigError(f"dataset: {exc}") from exc
     return job.dataset
+
+
+def build_net(job: Job, datamodule):
+    """The job's model for the loaded data, and one forward pass of the first two training samples checked against
+    the task (torch's random state untouched: the run trains exactly as without the check); ConfigError naming the
+    key at fault (model, dataset) before any run exists."""
+    import lightning as L
+
+    from pipeline.training.shapes import build_model, check_fit, first_batch
+
+    try:
+        batch = first_batch(datamodule)
+    except (ValueError, RuntimeError, TypeError, IndexError, OSError) as exc:
+        raise ConfigError(f"dataset: the first training batch cannot be read: {exc}") from exc
+    try:
+        net = build_model(job.model, datamodule, batch)
+        if not isinstance(net, L.LightningModule):
+            check_fit(net, job.task, datamodule, batch)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        message = str(exc)
+        raise ConfigError(message if message.split(":")[0] in ("model", "dataset") else f"model: {message}") from exc
+    return net
 
 
 def use_channels_last(memory_format: str, net) -> bool:
@@ -45,21 +68,24 @@ def build_training(job: Job) -> Training:
     import torch
 
     from pipeline.policies.momentum import for_run
-    from pipeline.training.module import PolicyClassifier
+    from pipeline.training.module import PolicyModule, attach_policy
+    from pipeline.training.shapes import model_arguments
 
     if job.run.num_threads:
         torch.set_num_threads(job.run.num_threads)
     L.seed_everything(job.seed, workers=True, verbose=False)
     datamodule = load_data(job)
-    net = job.model(
-        in_channels=datamodule.in_channels, num_classes=datamodule.num_classes, image_size=datamodule.image_size
-    )
+    net = build_net(job, datamodule)
     loader = datamodule.train_dataloader()
     per_epoch = budget.steps_per_epoch(len(loader.dataset), loader.batch_size, job.trainer.world_size,
                                        job.trainer.accumulate_grad_batches)
     total_steps = budget.total_steps(job.trainer.max_steps, job.trainer.max_epochs, per_epoch)
     policy = job.policy.for_budget(total_steps)
     momentum = for_run(job.momentum, total_steps)  # Demon's T: this run's optimizer steps
-    module = PolicyClassifier(net, job.optimizer, policy, datamodule.num_classes, momentum=momentum,
+    if isinstance(net, L.LightningModule):  # the user's own: it trains itself; the pipeline adds policy and records
+        module = attach_policy(net, job.optimizer, policy, momentum)
+    else:
+        output_size = model_arguments(datamodule).get("output_size")
+        module = PolicyModule(net, job.optimizer, policy, job.task, output_size, momentum=momentum,
                               channels_last=use_channels_last(job.run.memory_format, net))
     return Training(datamodule, module, policy, momentum, total_steps)

@@ -1,11 +1,14 @@
 """The metrics callback: every optimizer step's ``lr``, ``momentum`` and ``train/loss``, every evaluation's
-``val/*``, the final ``test/*``, and the bookkeeping for ``summary/*``.
+``val/*``, the final ``test/*``, and the bookkeeping for ``summary/*``, judged on the task's objective.
 
 Step ``t`` of every series is the 0-based optimizer step: ``lr`` at ``t`` is the rate the optimizer used for step
 ``t`` (read just before the step), ``train/loss`` at ``t`` the mean loss of the batches that step consumed.
 Evaluation metrics are logged at the number of optimizer steps done when they were measured. Values go to the
 recorder's buffer; it writes them in batches. Divergence (a non-finite loss, or a loss above ``divergence_factor``
 times the first one) stops training at once and marks the run failed.
+
+Evaluation values come from the module's ``last_eval`` (the pipeline's module sets it) or, for a LightningModule of
+your own, from what it logged with ``self.log("val/<metric>", ...)`` (``trainer.callback_metrics``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 
 import lightning as L
 
+from pipeline.tasks.base import Objective
 from pipeline.training.metrics import RunProgress, divergence, divergence_error, first_finite
 
 
@@ -27,13 +31,36 @@ def momentum_of(param_group: dict) -> float | None:
     return None
 
 
+def batch_size_of(batch) -> int:
+    """Samples in a training batch: ``(x, y)`` (or a longer tuple, or a dict) of tensors with the samples first."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[1] if len(batch) == 2 else batch[0]
+    return len(first)
+
+
+def evaluation(pl_module, trainer, prefix: str) -> dict[str, float] | None:
+    """The values of the evaluation that just ended: the pipeline module's ``last_eval``; for a module of the user's
+    own, the ``<prefix>/*`` metrics it logged, which are then also its ``last_eval`` (the job reads the test values
+    from there)."""
+    from pipeline.training.module import PolicyModule
+
+    if isinstance(pl_module, PolicyModule):
+        return pl_module.last_eval
+    logged = {key.removeprefix(f"{prefix}/"): float(value) for key, value in trainer.callback_metrics.items()
+              if key.startswith(f"{prefix}/")}
+    pl_module.last_eval = logged or None
+    return pl_module.last_eval
+
+
 class MetricsCallback(L.Callback):
-    def __init__(self, recorder, targets=(), divergence_factor: float = 10.0):
+    def __init__(self, recorder, objective: Objective, divergence_factor: float = 10.0):
         if divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1, got {divergence_factor}")
+        if not isinstance(objective, Objective):
+            raise TypeError(f"objective must be a pipeline.tasks.Objective, got {type(objective).__name__}")
         self.recorder = recorder
+        self.objective = objective
         self.divergence_factor = divergence_factor
-        self.progress = RunProgress(targets=tuple(sorted(targets)))
+        self.progress = RunProgress.for_objective(objective)
         self._loss_sum = 0.0
         self._loss_count = 0
         self._first_loss: float | None = None
@@ -63,6 +90,9 @@ class MetricsCallback(L.Callback):
         progress["targets"] = tuple(progress["targets"])
         progress["evals"] = [tuple(e) for e in progress["evals"]]
         progress["reached"] = {float(k): tuple(v) for k, v in progress["reached"].items()}
+        if "best_acc" in progress:  # a checkpoint written before tasks existed (its best was an accuracy, -1: none)
+            best = progress.pop("best_acc")
+            progress["best_value"] = None if best < 0 else best
         self.progress = RunProgress(**progress)
         self._first_loss = state["first_loss"]
         self.train_seconds = state["train_seconds"]
@@ -92,7 +122,7 @@ class MetricsCallback(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self._loss_sum += float(loss.detach())
         self._loss_count += 1
-        self.progress.samples += len(batch[1]) * trainer.world_size  # (x, y): y holds one label per sample
+        self.progress.samples += batch_size_of(batch) * trainer.world_size
         # global_step advances when an optimizer step consumed the accumulated batches; until then, keep summing.
         if trainer.global_step != self._last_global_step:
             self._last_global_step = trainer.global_step
@@ -121,7 +151,8 @@ class MetricsCallback(L.Callback):
     # -- evaluation ----------------------------------------------------------------------------------------
     def on_validation_end(self, trainer, pl_module):
         self._eval_seconds += time.perf_counter() - self._eval_start
-        if trainer.sanity_checking or pl_module.last_eval is None:
+        values = evaluation(pl_module, trainer, "val")
+        if trainer.sanity_checking or values is None:
             return
         step = trainer.global_step
         if trainer.state.fn == "fit":
@@ -129,14 +160,18 @@ class MetricsCallback(L.Callback):
         seconds = self.train_seconds  # after fit (the end-of-budget evaluation), the training clock has stopped
         if self.progress.evals and self.progress.evals[-1][0] == step:
             return  # the end-of-training evaluation may repeat the last scheduled one
-        values = pl_module.last_eval
+        metric = self.objective.metric
+        if metric not in values:
+            raise ValueError(f"task.objective.metric: val/{metric} was never logged; the module logged "
+                           f"{', '.join('val/' + k for k in sorted(values))}")
         self.recorder.metrics({f"val/{k}": v for k, v in values.items()}, step)
-        self.progress.add_eval(step, seconds, values["acc"])
+        self.progress.add_eval(step, seconds, values[metric])
         self.recorder.flush()
 
     def on_fit_end(self, trainer, pl_module):
         self.train_seconds = self._train_seconds()
 
     def on_test_end(self, trainer, pl_module):
-        if pl_module.last_eval is not None:
-            self.recorder.metrics({f"test/{k}": v for k, v in pl_module.last_eval.items()}, trainer.global_step)
+        values = evaluation(pl_module, trainer, "test")
+        if values is not None:
+            self.recorder.metrics({f"test/{k}": v for k, v in values.items()}, trainer.global_step)

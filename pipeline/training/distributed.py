@@ -67,7 +67,11 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    command = [sys.executable, "-m", "pipeline", *hydra_cfg.overrides.task]
+    # The user's own config folders (--config-dir, hydra.searchpath) go along, or their options would not be found.
+    config_dirs = [f"--config-dir={source.path}" for source in hydra_cfg.runtime.config_sources
+                   if source.provider == "command-line" and source.schema == "file"]
+    searchpath = [o for o in hydra_cfg.overrides.hydra if o.startswith("hydra.searchpath=")]
+    command = [sys.executable, "-m", "pipeline", *config_dirs, *hydra_cfg.overrides.task, *searchpath]
     command += [
         f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
         f"hydra.job.name=ddp_rank_{local_rank}",

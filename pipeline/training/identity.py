@@ -37,6 +37,18 @@ def run_key(config: Mapping) -> str:
     return hashlib.sha1(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def ran_as(option: str | None, target: str | None, declared: str | None, given: str | None = None) -> str:
+    """The name a run gives the model (data set, task) that actually ran, for its name, its tags and the report's
+    groups: ``given`` (the node's ``name``) if set; else the group's option when the option's own config declares the
+    target that ran, or when what ran is not known; else the target's class (function) name, so that
+    ``model._target_=mymodels.TinyCNN`` is tagged ``TinyCNN``, never the default option's ``lenet5``."""
+    if given:
+        return str(given)
+    if target is None or (option is not None and declared in (None, target)):
+        return str(option)
+    return target.rsplit(".", 1)[-1]
+
+
 def run_name(choices: Mapping[str, str], seed: object, name: str | None = None) -> str:
     """``name`` if given (``run_name=``), else ``<policy>-<model>-<dataset>-s<seed>``."""
     return name or f"{choices.get('policy', 'fix')}-{choices.get('model')}-{choices.get('dataset')}-s{seed}"
@@ -50,10 +62,19 @@ def base_tags(choices: Mapping[str, str], seed: object) -> dict[str, str]:
     return tags
 
 
+def objective_tags(objective) -> dict[str, str]:
+    """What a run is judged on, for the report: ``objective_metric`` and ``objective_mode`` (a run without them is
+    classification judged on accuracy, ``acc``/``max``)."""
+    return {"objective_metric": objective.metric, "objective_mode": objective.mode}
+
+
 def run_tags(job, policy, momentum, key: str, fit: str | None = None) -> dict[str, str]:
-    """The tags of a job's run: :func:`base_tags`, the exact policies it runs under, the git commit and its key,
-    and ``policy_fit``, the verdict of :func:`pipeline.policies.fit.policy_fit` on its budget, where given."""
+    """The tags of a job's run: :func:`base_tags`, its objective, the exact policies it runs under, the git commit
+    and its key, and ``policy_fit``, the verdict of :func:`pipeline.policies.fit.policy_fit` on its budget, where
+    given."""
     tags = base_tags(job.choices, job.seed)
+    if job.objective is not None:
+        tags.update(objective_tags(job.objective))
     if fit is not None:
         tags["policy_fit"] = fit
     tags.update(

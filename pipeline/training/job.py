@@ -39,7 +39,7 @@ def run_job(cfg: DictConfig) -> JobResult:
     """Train and record one job; raises ConfigError (before any run exists) or the training error (run FAILED)."""
     quiet_frameworks()
     from pipeline.training.callbacks import MetricsCallback
-    from pipeline.training.metrics import EVAL_KEYS, summarize
+    from pipeline.training.metrics import summarize
 
     # 1. Config stage: every check that needs no data, then the store (rank 0 only: see distributed.py).
     job = check(cfg)
@@ -86,12 +86,13 @@ def run_job(cfg: DictConfig) -> JobResult:
                 if resume_id:
                     print(f"resuming run {resume_id} " + (f"from {checkpoint}" if resuming else "from step 0 (no "
                           "checkpoint): steps already recorded are not written again"), flush=True)
-                    recorder.resume_from_store(["lr", "momentum", "train/loss", *(f"val/{k}" for k in EVAL_KEYS)])
+                    recorder.resume_from_store(["lr", "momentum", "train/loss",
+                                                *(f"val/{k}" for k in job.task.eval_keys)])
                 if rank == 0 and not resuming:
                     record_setup(recorder, job.config, training.policy, training.total_steps,
                                  f"{job.policy_name}: {name}")
 
-                metrics = MetricsCallback(recorder, job.run.targets, job.run.divergence_factor)
+                metrics = MetricsCallback(recorder, job.objective, job.run.divergence_factor)
                 callbacks = [metrics, *(extra(recorder=recorder) for extra in job.callbacks)]
                 if job.sampler is not None:  # +sampler=autoassist: train on the batches it emits (val/test unchanged)
                     sampler = job.sampler(datamodule=datamodule, recorder=recorder)

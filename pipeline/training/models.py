@@ -1,10 +1,12 @@
-"""The networks the study trains: LRBench's Caffe LeNet-5 and CIFAR-10 "full" net, a CIFAR ResNet, an MLP, ResNet-18.
+"""The networks the study trains: LRBench's Caffe LeNet-5 and CIFAR-10 "full" net, a CIFAR ResNet, an MLP, ResNet-18
+for images; a feed-forward net for feature vectors (regression) and a character-level GRU (language modelling).
 
-Every constructor takes ``in_channels``, ``num_classes`` and ``image_size`` (pixels per side, square images) from the
-data set, plus its own options; ``conf/model/<name>.yaml`` holds those options with ``_partial_: true`` so the job
-calls ``instantiate(cfg.model)(in_channels=..., num_classes=..., image_size=...)``. Flattened feature sizes are
-computed from ``image_size``, never hard-coded. Weights use PyTorch's default initialisation (Kaiming for the
-ResNets, as in He et al.), not Caffe's Gaussian fillers.
+The image nets take ``in_channels``, ``num_classes`` and ``image_size`` (pixels per side, square images) from the
+data set, the others ``input_shape``, ``output_size`` and ``vocab_size``, plus their own options;
+``conf/model/<name>.yaml`` holds those options with ``_partial_: true`` and the job passes the data's shapes that
+the constructor's signature takes (:mod:`pipeline.training.shapes`). Flattened feature sizes are computed from the
+shapes, never hard-coded. Weights use PyTorch's default initialisation (Kaiming for the ResNets, as in He et al.),
+not Caffe's Gaussian fillers.
 """
 
 from __future__ import annotations
@@ -190,28 +192,40 @@ class ResNet20(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-class MLP(nn.Module):
-    """Flatten -> (fc -> ReLU) per hidden width -> fc num_classes."""
+class FeedForward(nn.Module):
+    """Flatten -> (fc -> ReLU) per hidden width -> fc output_size: for feature vectors of any shape (tabular data,
+    regression); :class:`MLP` is the same net for images."""
 
-    def __init__(
-        self, *, in_channels: int, num_classes: int, image_size: int, hidden: Sequence[int] = (256, 128)
-    ) -> None:
+    def __init__(self, *, input_shape: Sequence[int], output_size: int, hidden: Sequence[int] = (32,)) -> None:
         super().__init__()
-        _check_shape_args(in_channels, num_classes, image_size)
+        shape = list(input_shape)
+        if not shape or not all(isinstance(d, int) and d >= 1 for d in shape):
+            raise ValueError(f"input_shape must be a list of sizes >= 1, got {input_shape!r}")
+        check_int("output_size", output_size, 1)
         widths = list(hidden)  # Hydra passes a ListConfig
         for width in widths:
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                 raise ValueError(f"hidden must be a list of integers >= 1, got {widths!r}")
         layers: list[nn.Module] = [nn.Flatten()]
-        in_features = in_channels * image_size * image_size
+        in_features = math.prod(shape)
         for width in widths:
             layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True)]
             in_features = width
-        layers.append(nn.Linear(in_features, num_classes))
+        layers.append(nn.Linear(in_features, output_size))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class MLP(FeedForward):
+    """Flatten -> (fc -> ReLU) per hidden width -> fc num_classes, for images."""
+
+    def __init__(
+        self, *, in_channels: int, num_classes: int, image_size: int, hidden: Sequence[int] = (256, 128)
+    ) -> None:
+        _check_shape_args(in_channels, num_classes, image_size)
+        super().__init__(input_shape=(in_channels, image_size, image_size), output_size=num_classes, hidden=hidden)
 
 
 def resnet18(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
@@ -234,9 +248,32 @@ def resnet18(*, in_channels: int, num_classes: int, image_size: int) -> nn.Modul
     return model
 
 
+class CharGRU(nn.Module):
+    """A character-level language model: embedding -> GRU -> fc to one logit per vocabulary entry at every position.
+
+    Input ``[batch, seq_len]`` int64 token ids, output ``[batch, seq_len, output_size]``. 103,424 parameters at the
+    defaults with a vocabulary of 256 (bytes).
+    """
+
+    def __init__(self, *, vocab_size: int, output_size: int, embed_dim: int = 32, hidden_size: int = 128,
+                 num_layers: int = 1) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("output_size", output_size), ("embed_dim", embed_dim),
+                            ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            check_int(name, value, 1)
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.rnn = nn.GRU(embed_dim, hidden_size, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.rnn(self.embed(x))
+        return self.head(out)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["CNN3", "LeNet5", "MLP", "ResNet20", "WithinChannelLRN", "count_parameters", "resnet18"]
+__all__ = ["CNN3", "CharGRU", "FeedForward", "LeNet5", "MLP", "ResNet20", "WithinChannelLRN", "count_parameters",
+           "resnet18"]

@@ -1,8 +1,8 @@
-"""The LightningModule: a classifier trained with cross-entropy under an LR policy.
+"""The LightningModule: a network trained on its task's loss under an LR policy.
 
-The module knows nothing of MLflow. It keeps evaluation sums (:class:`EvalStats`) for the current validation or
-test pass, reduces them across processes at the end of the pass, and leaves the result in ``last_eval`` for the
-metrics callback to record.
+The module knows nothing of MLflow. It keeps the task's evaluation sums (``task.stats``) for the current validation
+or test pass, reduces them across processes at the end of the pass, and leaves the result in ``last_eval`` for the
+metrics callback to record. A LightningModule of the user's own gets the policy through :func:`attach_policy`.
 """
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ from typing import Callable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
-from pipeline.training.metrics import EvalStats
+from pipeline.tasks.base import Task
+from pipeline.tasks.classification import Classification
 from pipeline.training.scheduler import PolicyScheduler
 
 
-class PolicyClassifier(L.LightningModule):
+class PolicyModule(L.LightningModule):
     def __init__(
         self,
         net: torch.nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         policy: Callable[[int], float],
-        num_classes: int,
+        task: Task,
+        output_size: int,  # classes, values per sample or vocabulary: sizes the task's evaluation sums
         momentum: Callable[[int], float] | None = None,  # momentum policy (Demon); None: constant momentum
         channels_last: bool = False,  # NHWC weights and images: oneDNN's fast path for convolutions and pooling
     ):
@@ -33,7 +34,8 @@ class PolicyClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.policy = policy
         self.momentum = momentum
-        self._eval = EvalStats(num_classes)
+        self.task = task
+        self._eval = task.stats(output_size)
         self.last_eval: dict[str, float] | None = None
         self.last_sample_losses: torch.Tensor | None = None
 
@@ -44,7 +46,7 @@ class PolicyClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        losses = F.cross_entropy(self(x), y, reduction="none")
+        losses = self.task.loss(self(x), y)
         # Per-sample losses of the last training batch, for callbacks that learn from them (AutoAssist).
         self.last_sample_losses = losses.detach()
         return losses.mean()
@@ -87,3 +89,37 @@ class PolicyClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         scheduler = PolicyScheduler(optimizer, self.policy, momentum=self.momentum)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+
+class PolicyClassifier(PolicyModule):
+    """A classifier trained with cross-entropy: :class:`PolicyModule` on the classification task."""
+
+    def __init__(self, net, optimizer, policy, num_classes: int, momentum=None, channels_last: bool = False):
+        super().__init__(net, optimizer, policy, Classification(), num_classes, momentum=momentum,
+                         channels_last=channels_last)
+
+
+def attach_policy(module: L.LightningModule, optimizer: Callable, policy, momentum=None) -> L.LightningModule:
+    """Put the run's policy on a LightningModule of the user's own: its ``configure_optimizers`` (or, when it has
+    none, the ``optimizer`` group's optimizer over its parameters) gets a :class:`PolicyScheduler` stepped every
+    optimizer step. An LR scheduler of its own is refused: the policy is what the run measures."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    own = module.configure_optimizers if is_overridden("configure_optimizers", module, L.LightningModule) else None
+
+    def configure_optimizers():
+        built = own() if own is not None else optimizer(module.parameters())
+        if isinstance(built, dict):
+            if built.get("lr_scheduler") is not None:
+                raise ValueError(f"model: {type(module).__name__}.configure_optimizers returns an lr_scheduler; the "
+                                 "pipeline's policy sets the learning rate: return only the optimizer")
+            built = built["optimizer"]
+        if not isinstance(built, torch.optim.Optimizer):
+            raise ValueError(f"model: {type(module).__name__}.configure_optimizers must return one torch optimizer "
+                             f"(or {{'optimizer': ...}}), got {type(built).__name__}")
+        scheduler = PolicyScheduler(built, policy, momentum=momentum)
+        return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    module.configure_optimizers = configure_optimizers
+    module.last_eval = None
+    return module

@@ -1,8 +1,15 @@
-"""The base of every data set: a :class:`TensorDataModule` holds it in memory as normalised float32 tensors.
+"""The base of every data set held in memory: a :class:`TensorDataModule` keeps it as tensors (images normalised to
+float32; integer inputs such as token ids stay integer).
 
 It does everything but loading: argument checks, normalisation, the seeded train/val split, the subsets and the data
 loaders (batches and their order: :mod:`pipeline.training.data.batching`). Each data set (``idx``, ``cifar10``,
-``synthetic``) only knows where its files are and how to read them into tensors (:class:`RawData`).
+``synthetic``, ``diabetes``, ``fortunes``) only knows where its data are and how to read them into tensors
+(:class:`RawData`).
+
+What a data module tells the model and the task (the contract of :mod:`pipeline.training.shapes`): ``input_shape``
+and ``input_dtype`` (one sample's input), ``target_shape`` and ``target_dtype`` (one sample's target),
+``output_size`` (classes, values per sample or vocabulary), and for images ``in_channels``, ``image_size`` and
+``num_classes``, for tokens ``vocab_size``. Image data sets set the image attributes; the rest follows from them.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class RawData(NamedTuple):
-    """What a subclass loads: images [N, C, H, W] (uint8 0..255, or float32 already normalised) and int64 labels."""
+    """What a subclass loads: inputs [N, ...] (images as uint8 0..255, or floats already normalised; integer ids
+    kept as they are) and targets [N, ...] (int64 labels, floats, token ids)."""
 
     x_train: Tensor
     y_train: Tensor
@@ -50,7 +58,75 @@ def try_download(download: Callable[[], None]) -> str:
     return "torchvision reported success but the files are not there"
 
 
-class TensorDataModule(LightningDataModule):
+class SplitDataModule(LightningDataModule):
+    """Train / val / test splits made by ``setup`` (``self._splits``) and their loaders: the training order of epoch
+    ``e`` a pure function of ``(seed, e)``, sharded under DDP and resumed mid-epoch (:mod:`.batching`); validation
+    and test in order, each rank every world-th sample. Subclasses set ``batch_size``, ``eval_batch_size``, ``seed``,
+    ``num_workers`` and ``collate_fn`` (None: torch's default collate) and fill ``_splits`` in ``setup``."""
+
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    num_workers: int = 0
+    collate_fn = None
+    _splits: tuple | None = None
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's place under DDP (the data module shards its own loaders; see EpochShuffleSampler)."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_set
+        return ResumableLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self.seed, *self._rank_and_world()),
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            position=self._batches_done_this_epoch,
+        )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Batches of the current epoch already trained on: non-zero only when Lightning resumed mid-epoch."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
+                            trainer.world_size, trainer.accumulate_grad_batches)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    @property
+    def train_set(self):
+        return self._require_setup()[0]
+
+    @property
+    def val_set(self):
+        return self._require_setup()[1]
+
+    @property
+    def test_set(self):
+        return self._require_setup()[2]
+
+    def _require_setup(self) -> tuple:
+        if self._splits is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data is used")
+        return self._splits
+
+    def _eval_loader(self, dataset) -> DataLoader:
+        # Under DDP each rank evaluates every world-th sample, none twice: the module sums its statistics over the
+        # ranks, so validation and test metrics are exact over the whole split.
+        rank, world = self._rank_and_world()
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=range(rank, len(dataset), world),
+                          collate_fn=self.collate_fn, num_workers=self.num_workers)
+
+
+class TensorDataModule(SplitDataModule):
     """A data set held in memory as normalised float32 tensors, split into train / val / test loaders.
 
     Args:
@@ -65,16 +141,33 @@ class TensorDataModule(LightningDataModule):
         test_subset: if set, test on only the first `test_subset` test samples.
         eval_batch_size: batch size of the validation and test loaders, in samples.
 
-    Subclasses set ``name`` (the config group option), ``in_channels``, ``num_classes``, ``image_size`` (pixels per
-    side) and the per-channel ``mean`` / ``std`` of the [0, 1]-scaled training images, and implement ``_load``.
+    Subclasses set ``name`` (the config group option) and implement ``_load``. Image data sets set ``in_channels``,
+    ``num_classes``, ``image_size`` (pixels per side) and the per-channel ``mean`` / ``std`` of the [0, 1]-scaled
+    training images; other data sets override ``input_shape``, ``output_size`` and the dtypes (module docstring).
     """
 
     name: str
-    in_channels: int
-    num_classes: int
-    image_size: int
+    collate_fn = staticmethod(keep_batch)  # __getitems__ already returns the stacked batch
+    num_workers = 0  # in memory: worker processes would only add pickling and start-up
+    in_channels: int | None = None
+    num_classes: int | None = None
+    image_size: int | None = None
+    vocab_size: int | None = None
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    input_dtype = torch.float32
+    target_shape: tuple[int, ...] = ()  # one int64 class label per sample
+    target_dtype = torch.int64
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's input: ``(in_channels, image_size, image_size)`` for images."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    @property
+    def output_size(self) -> int:
+        """What the model outputs per sample (per position for sequences): ``num_classes`` for images."""
+        return self.num_classes
 
     def __init__(
         self,
@@ -108,7 +201,7 @@ class TensorDataModule(LightningDataModule):
         self.train_subset = train_subset
         self.test_subset = test_subset
         self.eval_batch_size = eval_batch_size
-        self._splits: tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset] | None = None
+        self._splits: tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset] | None = None  # by setup
 
     # Subclass hook ---------------------------------------------------------------------------------------------------
 
@@ -140,68 +233,13 @@ class TensorDataModule(LightningDataModule):
             TensorBatchDataset(x_test, raw.y_test, test_index),
         )
 
-    def _rank_and_world(self) -> tuple[int, int]:
-        """This process's place under DDP (the data module shards its own loaders; see EpochShuffleSampler)."""
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.train_set
-        return ResumableLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed, *self._rank_and_world()),
-            collate_fn=keep_batch,
-            num_workers=0,  # in memory: worker processes would only add pickling and start-up
-            position=self._batches_done_this_epoch,
-        )
-
-    def _batches_done_this_epoch(self) -> int:
-        """Batches of the current epoch already trained on: non-zero only when Lightning resumed mid-epoch."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        return batches_done(trainer.global_step, trainer.current_epoch, len(self.train_set), self.batch_size,
-                            trainer.world_size, trainer.accumulate_grad_batches)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
-
-    # Results of setup ------------------------------------------------------------------------------------------------
-
-    @property
-    def train_set(self) -> TensorBatchDataset:
-        return self._require_setup()[0]
-
-    @property
-    def val_set(self) -> TensorBatchDataset:
-        return self._require_setup()[1]
-
-    @property
-    def test_set(self) -> TensorBatchDataset:
-        return self._require_setup()[2]
-
-    # Helpers ---------------------------------------------------------------------------------------------------------
-
-    def _require_setup(self) -> tuple[TensorBatchDataset, TensorBatchDataset, TensorBatchDataset]:
-        if self._splits is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before its data is used")
-        return self._splits
-
-    def _eval_loader(self, dataset: TensorBatchDataset) -> DataLoader:
-        # Under DDP each rank evaluates every world-th sample, none twice: the module sums its statistics over the
-        # ranks, so validation and test metrics are exact over the whole split.
-        rank, world = self._rank_and_world()
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=range(rank, len(dataset), world),
-                          collate_fn=keep_batch)
-
     def _normalise(self, x: Tensor) -> Tensor:
-        """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised."""
-        if x.dtype != torch.uint8:
+        """uint8 images -> float32 in [0, 1] -> (x - mean) / std per channel; float input is taken as normalised
+        (float32); other integer input (token ids, category codes) stays as it is, for embedding layers."""
+        if x.is_floating_point():
             return x.to(torch.float32)
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            return x
         out = x.to(torch.float32).div_(255.0)
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -123,7 +123,7 @@ def verification_for(rec, best, outcomes, vruns, criteria, options, uri, cache):
     import pandas as pd
 
     from pipeline.analysis import composite, recommend, scoring, verification
-    from pipeline.tracking import runs as tracked
+    from pipeline.tracking import histories as history_store
 
     if rec.composite is None or vruns.empty:
         return None
@@ -143,8 +143,8 @@ def verification_for(rec, best, outcomes, vruns, criteria, options, uri, cache):
     cutoffs = scoring.score_cutoffs(mine, criteria)
     reached, cut = {}, {}
     if unrecorded or cutoffs:
-        histories = tracked.load_histories(uri, sorted({*unrecorded, *cutoffs}), [criteria.objective.key],
-                                           tracked.ALL_POINTS, cache, mine["run_id"].tolist())
+        histories = history_store.load_histories(uri, sorted({*unrecorded, *cutoffs}), [criteria.objective.key],
+                                                 history_store.ALL_POINTS, cache, mine["run_id"].tolist())
         reached = scoring.first_reach_steps(histories, criteria.target, criteria.objective)
         cut = scoring.cut_scores(histories, cutoffs, criteria.objective)
     scores = scoring.score_candidates(scoring.run_outcomes(mine, criteria, reached, cut), criteria)
@@ -191,6 +191,7 @@ def report(options, uri: str, laps: Laps) -> None:
     from pipeline.analysis.document import GroupReport, Report
     from pipeline.analysis.glossary import glossary
     from pipeline.analysis.render import write_composite, write_report
+    from pipeline.tracking import histories as history_store
     from pipeline.tracking import runs as tracked
 
     laps("config and imports")
@@ -205,7 +206,7 @@ def report(options, uri: str, laps: Laps) -> None:
         fail(str(exc))
     laps("load runs (search_runs)")
     terminal = runs.loc[runs["status"].isin(tracked.TERMINAL_STATUSES), "run_id"].tolist()
-    cache = tracked.HistoryCache(options.cache_dir)
+    cache = history_store.HistoryCache(options.cache_dir)
 
     # 3. Score. Runs that did not record the report's target get it from their objective's curve, and diverged or
     #    over-budget runs their scores up to where they count (one bulk read of every point: a thinned curve would
@@ -216,8 +217,8 @@ def report(options, uri: str, laps: Laps) -> None:
     evals = scoring.evaluations_per_run(runs)
     reached, cut = {}, {}
     if unrecorded or cutoffs:
-        histories = tracked.load_histories(uri, sorted({*unrecorded, *cutoffs}), [objective.key], tracked.ALL_POINTS,
-                                           cache, terminal, evals)
+        histories = history_store.load_histories(uri, sorted({*unrecorded, *cutoffs}), [objective.key],
+                                                 history_store.ALL_POINTS, cache, terminal, evals)
         reached = scoring.first_reach_steps(histories, options.target, objective)
         cut = scoring.cut_scores(histories, cutoffs, objective)
     outcomes = scoring.run_outcomes(runs, criteria, reached, cut)
@@ -235,8 +236,9 @@ def report(options, uri: str, laps: Laps) -> None:
               for g in groups}
     lr_runs = {run: name for g in groups for run, name in chosen[g][0].items()}
     acc_runs = {run: name for g in groups for run, name in chosen[g][1].items()}
-    curves = tracked.load_histories(uri, list(lr_runs), ["lr"], options.max_points, cache, terminal)
-    accuracy = tracked.load_histories(uri, list(acc_runs), [objective.key], options.max_points, cache, terminal, evals)
+    curves = history_store.load_histories(uri, list(lr_runs), ["lr"], options.max_points, cache, terminal)
+    accuracy = history_store.load_histories(uri, list(acc_runs), [objective.key], options.max_points, cache,
+                                            terminal, evals)
     laps("load histories")
 
     # 5. Recommend and draw, group by group; write each proposed composite's config (its command needs it).

@@ -6,10 +6,10 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, compose_job, train_runs
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
-from conftest import TINY, compose_job, train_runs
 from pipeline.config.checks import ConfigError, check
 from pipeline.methods.autoassist.assistant import Assistant, keep_probability
 from pipeline.methods.autoassist.batches import KeptBatches

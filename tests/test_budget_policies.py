@@ -4,9 +4,9 @@ form stays exact, the warm-up keeps its own unit, and a policy that cannot show 
 import sys
 
 import pytest
+from conftest import CONF, compose_job, run_cli, train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError, check
 from pipeline.policies import (
     Cos,

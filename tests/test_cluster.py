@@ -8,9 +8,8 @@ import os
 import stat
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import compose_job, run_cli, train_runs
+from omegaconf import OmegaConf
 
 
 def _slurm_launcher(*overrides: str) -> dict:
@@ -48,7 +47,8 @@ def test_slurm_job_script_asks_for_one_task_per_device_on_every_node(tmp_path, m
     executor = submitit.AutoExecutor(cluster="slurm", folder=launcher.pop("submitit_folder"),
                                      slurm_max_num_timeout=launcher.pop("max_num_timeout"))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})  # raises on unknown
+    # raises on an unknown parameter
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()})
     script = executor._executor._make_submission_file_text("python -m pipeline", "uid")
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --partition=gpu", "#SBATCH --time=240", "#SBATCH --job-name=pipeline"):

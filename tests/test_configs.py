@@ -1,11 +1,10 @@
 """Every option of every config group composes, passes the checks and builds; bad values are named."""
 
-from pathlib import Path
 
 import pytest
+from conftest import CONF, TINY, compose_job
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY, compose_job
 from pipeline.config.checks import ConfigError, check
 
 # Every config group is a folder of conf/ (Hydra's own settings under conf/hydra are not job groups).

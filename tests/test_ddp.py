@@ -1,11 +1,9 @@
 """DDP on CPU (gloo, 2 processes): one MLflow run per job from rank 0, and sweeps that do not re-run in child ranks."""
 
-from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_cli, train_runs
+from mlflow.tracking import MlflowClient
 
 DDP = ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.num_threads=1"]
 SMALL = ["dataset=synthetic", "trainer.max_steps=20", "trainer.eval_every_steps=10", "trainer.progress=false"]

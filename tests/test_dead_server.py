@@ -11,10 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 import servers
 from conftest import run_cli, train_runs
+from mlflow.tracking import MlflowClient
 
 STEPS = 600
 JOB = ["dataset=synthetic", "+policy=triangle2", f"trainer.max_steps={STEPS}", "trainer.eval_every_steps=100",

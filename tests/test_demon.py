@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from conftest import TINY, compose_job
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_job
 from pipeline.config.checks import ConfigError, check
 from pipeline.policies import CyclicMomentum, Demon, Fix
 from pipeline.policies.momentum import for_run

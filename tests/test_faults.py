@@ -7,9 +7,8 @@ import sys
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import train_runs
+from mlflow.tracking import MlflowClient
 
 BASE = ["dataset=synthetic", "+policy=triangle2", "policy.l=50", "trainer.num_threads=1", "trainer.progress=false"]
 

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY, compose_job, run_cli, train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError
 from pipeline.policies import Triangle2
 from pipeline.tracking.runs import summaries
@@ -98,7 +98,8 @@ def test_no_run_is_created_when_the_config_is_bad(store_uri):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.exists(), reason="Fashion-MNIST package not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(not FASHION.exists(),
+                    reason="Fashion-MNIST package not installed (apt-get install dataset-fashion-mnist)")
 def test_lenet_on_a_real_slice_of_fashion_mnist_reaches_a_sensible_accuracy(store_uri):
     cfg = compose_job("+policy=fix", "policy.k0=0.05", "dataset.train_subset=8000", "dataset.val_size=2000",
                       "trainer.max_steps=250", "trainer.eval_every_steps=50", "trainer.progress=false")

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, compose_job
 from mlflow.tracking import MlflowClient
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from conftest import TINY, compose_job
-from pipeline.training.job import run_job
 from pipeline.methods.lca.callback import LCACallback, is_measured
 from pipeline.methods.lca.loss import EvalLoss, eval_semantics
 from pipeline.methods.lca.quadrature import StepLCA, helping_fraction, layer_of, layer_sums, lca_step
+from pipeline.training.job import run_job
 
 
 def _data(n=256, features=20, classes=5, seed=0):

@@ -1,12 +1,13 @@
-"""trainer.memory_format: conv nets train channels-last by default (oneDNN's fast layout on CPU), with the same maths."""
+"""trainer.memory_format: conv nets train channels-last by default (oneDNN's fast layout on CPU), with the same
+maths."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY, compose_job
+
 from pipeline.config.checks import check
 from pipeline.training.assemble import build_training, use_channels_last
 from pipeline.training.models import MLP, LeNet5

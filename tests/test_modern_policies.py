@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import compose_job
+
 from pipeline.config.checks import ConfigError, check
 from pipeline.policies import CosineWarmup, LinearDecay, OneCycle, WarmupStableDecay
 

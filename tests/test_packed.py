@@ -6,17 +6,17 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, compose_job, run_cli, train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY, compose_job, run_cli, train_runs
 from pipeline.config.checks import ConfigError, check
 from pipeline.packing.nets import PackedNets
 from pipeline.packing.plan import group_jobs
 from pipeline.packing.run import plan_sweep, resolved, run_packed
 from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies import Cos, Demon, Fix, Sin2, Triangle2
-from pipeline.training.job import run_job
 from pipeline.training.data.synthetic import Synthetic
+from pipeline.training.job import run_job
 from pipeline.training.models import LeNet5, ResNet20
 from pipeline.training.scheduler import PolicyScheduler
 
@@ -108,7 +108,7 @@ def test_per_copy_momentum_including_zero_follows_torch_and_frozen_copies_stay_p
     opts = [torch.optim.SGD([p], lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True) for p, lr in zip(refs, lrs)]
     sgd = PackedSGD(rule, 3, momentum_policies=True)
     schedule = [[0.0, 0.9, 0.5], [0.9, 0.0, 0.5], [0.8, 0.7, 0.0], [0.6, 0.6, 0.6]]
-    for t, momenta in enumerate(schedule):
+    for _t, momenta in enumerate(schedule):
         grads = {"w": torch.randn_like(params["w"])}
         sgd.step(params, grads, lrs, momenta, [True] * 3)
         for k, (opt, p) in enumerate(zip(opts, refs)):

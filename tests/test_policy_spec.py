@@ -7,12 +7,23 @@ import json
 import re
 
 import pytest
+from conftest import CONF, compose_job
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_job
 from pipeline.config.checks import check
-from pipeline.policies import Composite, CyclicMomentum, Demon, Fix, NStep, Scaled, Sin2, Stretched, Warmup
-from pipeline.policies import from_spec, to_spec
+from pipeline.policies import (
+    Composite,
+    CyclicMomentum,
+    Demon,
+    Fix,
+    NStep,
+    Scaled,
+    Sin2,
+    Stretched,
+    Warmup,
+    from_spec,
+    to_spec,
+)
 
 POLICY_OPTIONS = sorted(p.stem for p in (CONF / "policy").glob("*.yaml"))
 STEPS = [*range(0, 20001, 97), 1, 299, 300, 301, 4999, 5000, 5001, 9999, 10000, 19999]

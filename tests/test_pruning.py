@@ -13,8 +13,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import compose_job, train_runs
+
 from pipeline.search import halving
 from pipeline.search.cooldown import cooldown, cooldown_steps, linear_to_zero
 from pipeline.search.rung import RungSettings, upcoming_batches

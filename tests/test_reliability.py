@@ -3,17 +3,15 @@
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_cli, train_runs
+from mlflow.tracking import MlflowClient
+from servers import mlflow_server
+
 from pipeline.tracking import spool, store
 from pipeline.tracking.recorder import open_run
-from servers import mlflow_server
 
 
 def _hang(proc, monkeypatch):
@@ -101,7 +99,8 @@ def test_eight_parallel_writers_into_a_fresh_store_lose_no_run_and_no_metric(tmp
 @pytest.mark.slow
 def test_basic_auth_server_refuses_anonymous_writes_and_accepts_credentials(tmp_path, monkeypatch):
     # The server's CSRF secret comes from the environment, never from a file in the repository.
-    auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    auth_env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
     password = secrets.token_urlsafe(16)
     (tmp_path / "auth.ini").write_text(
         "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///" + str(tmp_path / "auth.db")

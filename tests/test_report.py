@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from pipeline.analysis.scoring import CLASSIFICATION
 from pipeline.policies import from_spec, to_spec
+from pipeline.tracking import histories as history_store
 from pipeline.tracking import runs as tracked
 from pipeline.tracking import store
 from pipeline.tracking.recorder import flatten
@@ -178,13 +179,13 @@ def test_unknown_experiment_error_lists_the_existing_ones(lab):
 
 def test_histories_come_back_whole_and_cached_for_finished_runs(lab, tmp_path):
     ids = [lab["ids"][("triangle2", 0)], lab["ids"][("fix", 1)]]
-    cache = tracked.HistoryCache(tmp_path)
-    first = tracked.load_histories(lab["uri"], ids, ["lr", "val/acc"], 1000, cache, terminal=ids)
+    cache = history_store.HistoryCache(tmp_path)
+    first = history_store.load_histories(lab["uri"], ids, ["lr", "val/acc"], 1000, cache, terminal=ids)
     lr = first[(first["key"] == "lr") & (first["run_id"] == ids[0])]
     assert lr["step"].tolist() == list(range(STEPS))
     assert len(first[(first["key"] == "lr") & (first["run_id"] == ids[1])]) == 17  # diverged at step 17
-    again = tracked.load_histories("sqlite:////nonexistent/never.db", ids, ["lr", "val/acc"], 1000,
-                                   tracked.HistoryCache(tmp_path), terminal=ids)  # served from the disk cache
+    again = history_store.load_histories("sqlite:////nonexistent/never.db", ids, ["lr", "val/acc"], 1000,
+                                   history_store.HistoryCache(tmp_path), terminal=ids)  # served from the disk cache
     assert again.equals(first)
 
 
@@ -254,7 +255,7 @@ def test_hostile_run_names_and_tags_are_escaped_in_the_html(report):
 
 def test_a_target_the_runs_did_not_record_is_read_from_their_curves(lab, report, tmp_path):
     out, _ = report
-    assert (out.parent / "cache" / tracked.HistoryCache.FILE).exists()  # the first report cached its curves
+    assert (out.parent / "cache" / history_store.HistoryCache.FILE).exists()  # the first report cached its curves
     done = run_report(f"tracking.uri={lab['uri']}", f"out_dir={tmp_path / 't'}", "target=0.9",
                       f"cache_dir={out.parent / 'cache'}", "log_to_mlflow=false")
     assert done.returncode == 0, done.stderr

@@ -5,10 +5,10 @@ objective charts and no summary charts. Screenshots are saved as test artifacts 
 import re
 import shutil
 import subprocess
-import pytest
-from mlflow.tracking import MlflowClient
 
+import pytest
 from conftest import ROOT, run_cli, train_runs
+from mlflow.tracking import MlflowClient
 from servers import mlflow_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,7 +29,8 @@ def test_report_opens_offline_in_headless_chromium_without_console_errors(tmp_pa
                     "trainer.eval_every_steps=10", "trainer.progress=false", "multirun", cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     out = tmp_path / "report"
-    report = run_cli(f"tracking.uri={store_uri}", f"out_dir={out}", "target=0.5", "max_fluctuation=1", "log_to_mlflow=false",
+    report = run_cli(f"tracking.uri={store_uri}", f"out_dir={out}", "target=0.5", "max_fluctuation=1",
+                     "log_to_mlflow=false",
                      module="pipeline.report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     page = out / "report.html"

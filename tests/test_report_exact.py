@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import train_runs
 from pipeline.policies import Sin2, from_spec, to_spec
-from pipeline.tracking.runs import _sample
+from pipeline.tracking.histories import _sample
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 100        # optimizer steps per run, one evaluation after each

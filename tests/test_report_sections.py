@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import run_cli
 
 TINY = ["dataset=synthetic", "trainer.max_steps=40", "trainer.eval_every_steps=10", "trainer.progress=false",

@@ -6,9 +6,9 @@ import sys
 import time
 
 import pytest
+from conftest import train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import train_runs
 from pipeline.tracking.runs import summaries
 
 JOB = ["+policy=triangle2", "policy.l=40", "dataset=synthetic", "trainer.max_steps=160", "trainer.eval_every_steps=20",

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import compose_job, train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_job, train_runs
 from pipeline.training.job import run_job
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "run_keys_before_reshape.json").read_text())

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from pipeline.analysis import scoring
-from pipeline.tracking.runs import fetch_histories, runs_frame
+from pipeline.tracking.histories import fetch_histories
+from pipeline.tracking.runs import runs_frame
 
 GROUP = ("lenet5", "synthetic", "momentum")
 SPECS = {"triangle2": "lrPolicy_TRI2+k0_0.01+k1_0.06+l_2000", "inv": "lrPolicy_INV+k0_0.01+gamma_0.0001+p_0.75",
@@ -276,7 +277,7 @@ class _FakeStore:
 def test_histories_are_read_in_bulk_per_key_in_chunks_of_100_and_finished_runs_are_cached():
     fake = _FakeStore()
     ids = [f"r{i}" for i in range(250)]
-    from pipeline.tracking.runs import HistoryCache
+    from pipeline.tracking.histories import HistoryCache
 
     cache = HistoryCache()
     out = fetch_histories(lambda: fake, ids, ["lr", "val/acc"], 1000, cache, terminal=ids[:200])
@@ -333,7 +334,7 @@ class _Page(list):
 
 
 def test_all_points_are_never_sampled_short_series_in_one_query_long_ones_run_by_run_and_cached_apart():
-    from pipeline.tracking.runs import ALL_POINTS, HistoryCache
+    from pipeline.tracking.histories import ALL_POINTS, HistoryCache
 
     fake, cache, ids = _FakeWholeStore(), HistoryCache(), ["a", "b"]
     out = fetch_histories(lambda: fake, ids, ["val/acc", "lr"], ALL_POINTS, cache, terminal=ids, points_per_run=3)

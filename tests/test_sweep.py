@@ -1,9 +1,8 @@
 """Sweeps as users type them: one MLflow parent per sweep, one child per job, failures recorded, honest exit code."""
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_cli, train_runs
+from mlflow.tracking import MlflowClient
 
 SMALL = ["dataset=synthetic", "trainer.max_steps=20", "trainer.eval_every_steps=10", "trainer.progress=false"]
 

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, compose_job, run_cli, train_runs
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, compose_job, run_cli, train_runs
 from pipeline.training.job import run_job
 
 FORTUNES = Path("/usr/share/games/fortunes/fortunes")

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import TINY, compose_job
+
 from pipeline.config.checks import ConfigError, check
 from pipeline.tasks import Classification, LanguageModel, Objective, Regression
 from pipeline.tasks.regression import RegressionStats
@@ -166,9 +166,8 @@ def test_run_names_and_tags_come_from_what_actually_ran(overrides, model, datase
 
 
 def test_an_option_from_the_users_own_config_folder_is_tagged_with_its_option_name(tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from conftest import CONF
+    from hydra import compose, initialize_config_dir
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "tiny.yaml").write_text("_target_: own.TinyNet\n_partial_: true\nwidth: 8\n")
@@ -182,9 +181,10 @@ def test_an_option_from_the_users_own_config_folder_is_tagged_with_its_option_na
 
 
 def test_integer_inputs_stay_integer_so_an_embedding_model_trains_on_them():
+    from own import Embedder
+
     from pipeline.training.data.wrapped import build_data
     from pipeline.training.shapes import build_model, check_fit, first_batch
-    from own import Embedder
 
     data = build_data({"_target_": "own.Tokens", "batch_size": 8, "val_frac": 0.1, "test_frac": 0.1})
     data.setup("fit")

@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT, run_cli, train_runs
+from mlflow.tracking import MlflowClient
 from servers import free_port, mlflow_server
 
 SCRIPT = ROOT / "scripts" / "postgres.sh"

@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import cloudpickle
 from hydra.core.config_store import ConfigStore
@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 log = logging.getLogger(__name__)
 
 # Imported once in the forkserver, inherited by every worker.
-PRELOAD = ["torch", "lightning", "mlflow", "pipeline.training.job", "pipeline.training.module"]
+PRELOAD = ["torch", "lightning", "pipeline.tracking.preload", "pipeline.training.job", "pipeline.training.module"]
 # Times a job whose worker process died is run again (on a fresh worker, resuming its own run) before it counts as
 # failed: a worker killed by accident costs a retry, a job that kills its worker every time fails in the end.
 MAX_RETRIES = 2
@@ -287,7 +287,7 @@ class PoolLauncher(Launcher):
     def __init__(self, n_jobs: int = 0, threads_per_job: int = 0) -> None:
         self.n_jobs = n_jobs
         self.threads_per_job = threads_per_job
-        self.config: Optional[DictConfig] = None
+        self.config: DictConfig | None = None
         self.hydra_context: Any = None
         self.task_function: Any = None
 
@@ -373,7 +373,8 @@ class SweepProgress:
         elapsed = time.monotonic() - self.start
         left = self.total - self.done
         eta = f" · ~{_duration(elapsed / self.done * left)} left" if left else ""
-        print(f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {left} to go · {_duration(elapsed)} elapsed"
+        print(f"[sweep] {self.done}/{self.total} done, {self.failed} failed, {left} to go · "
+              f"{_duration(elapsed)} elapsed"
               f"{eta} · {status}: {label}", file=self.out, flush=True)
 
 

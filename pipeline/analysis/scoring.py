@@ -27,106 +27,36 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.analysis.objective import (  # noqa: F401 - part of this module's interface too
+    CLASSIFICATION,
+    DEFAULT_MODES,
+    METRIC_BOUNDS,
+    Objective,
+    _text,
+    check_target,
+    objectives,
+    scope_objective,
+    target_label,
+)
+from pipeline.analysis.run_classes import (  # noqa: F401 - part of this module's interface too
+    CLASS_TEXT,
+    OUTCOME_FAILURES,
+    RUN_CLASSES,
+    SETUP_ERROR,
+    SETUP_FAILURES,
+    _failure,
+    duplicates,
+    not_counted,
+    not_counted_text,
+    run_class,
+)
+
 GROUP_COLUMNS = ("model", "dataset", "optimizer")
 CANDIDATE_COLUMNS = ("policy_spec", "momentum", "warmup")
 INF = math.inf
-# The possible values of an objective metric: seed intervals are clipped to them.
-METRIC_BOUNDS = {"acc": (0.0, 1.0), "acc_top5": (0.0, 1.0), "loss": (0.0, INF), "rmse": (0.0, INF),
-                 "mse": (0.0, INF), "mae": (0.0, INF), "perplexity": (1.0, INF)}
-# The mode of a metric whose runs did not record ``objective_mode``.
-DEFAULT_MODES = {"acc": "max", "acc_top5": "max", "loss": "min", "rmse": "min", "mse": "min", "mae": "min",
-                 "perplexity": "min"}
 COST_BOUNDS = (0.0, INF)  # steps and seconds
 # How many of the last evaluations the late fluctuation is measured over (pipeline.training.metrics.LAST_EVALS).
 LATE_EVALS = 5
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What the runs optimise: ``val/<metric>``, to maximise or minimise. Runs without the ``objective_metric``
-    and ``objective_mode`` tags are classification runs: ``acc``, ``max``."""
-
-    metric: str = "acc"
-    mode: str = "max"
-
-    def __post_init__(self):
-        if self.mode not in ("max", "min"):
-            raise ValueError(f"objective_mode must be max or min, got {self.mode!r}")
-        if not self.metric or "/" in self.metric:
-            raise ValueError(f"objective_metric must be a metric name under val/, got {self.metric!r}")
-
-    @property
-    def key(self) -> str:
-        return f"val/{self.metric}"
-
-    @property
-    def label(self) -> str:
-        return f"val {self.metric}"
-
-    @property
-    def maximise(self) -> bool:
-        return self.mode == "max"
-
-    @property
-    def comparator(self) -> str:
-        return "≥" if self.maximise else "≤"
-
-    @property
-    def direction(self) -> str:
-        return "higher is better" if self.maximise else "lower is better"
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return METRIC_BOUNDS.get(self.metric, (-INF, INF))
-
-    def reaches(self, value: float, target: float) -> bool:
-        return value >= target if self.maximise else value <= target
-
-    def summary(self, name: str, target: float | None = None) -> str:
-        """The summary key of ``name`` (``steps_to``, ``seconds_to``, ``samples_to``, ``reached``, ``best``, ``final``,
-        ``late_std``, ``test``) for this objective, e.g. ``summary/steps_to_acc_0.85``, ``summary/best_val_loss``."""
-        m = self.metric
-        if name in ("steps_to", "seconds_to", "samples_to", "reached"):
-            return f"summary/{name}_{m}_{target_label(target)}"
-        return {"best": f"summary/best_val_{m}", "final": f"summary/final_val_{m}",
-                "late_std": f"summary/val_{m}_last_std", "test": f"summary/test_{m}"}[name]
-
-    def as_dict(self) -> dict:
-        return {"metric": self.metric, "mode": self.mode, "key": self.key, "direction": self.direction}
-
-
-CLASSIFICATION = Objective()
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) and value else ""
-
-
-def objectives(runs: pd.DataFrame) -> pd.Series:
-    """Each run's objective, from its ``objective_metric`` / ``objective_mode`` tags (classification without)."""
-    metric = _column(runs, "objective_metric").map(lambda m: _text(m) or "acc")
-    mode = _column(runs, "objective_mode").map(_text)
-    return pd.Series([Objective(m, o or DEFAULT_MODES.get(m, "max")) for m, o in zip(metric, mode)],
-                     index=runs.index, dtype=object)
-
-
-def scope_objective(runs: pd.DataFrame) -> Objective:
-    """The one objective of the runs; ValueError naming them when they have several (one target cannot serve)."""
-    found = list(dict.fromkeys(objectives(runs))) if len(runs) else [CLASSIFICATION]
-    if len(found) > 1:
-        listed = ", ".join(f"{o.key} ({o.mode})" for o in found)
-        raise ValueError(f"target: the runs in scope optimise different objectives ({listed}); one target cannot "
-                         "serve them all: narrow the scope (parent_run_id=, experiments=)")
-    return found[0]
-
-
-def check_target(target: float, objective: Objective) -> None:
-    """ValueError naming ``target`` when it lies outside the objective's possible values (e.g. accuracy 1.5)."""
-    low, high = objective.bounds
-    if not low <= target <= high or (objective.metric.startswith("acc") and target == 0):
-        span = f"({low:g}, {high:g}]" if objective.metric.startswith("acc") else f"[{low:g}, {high:g}]"
-        raise ValueError(f"target must be a value of {objective.key} in {span} (the runs' objective, "
-                         f"{objective.direction}), got {target!r}")
 
 
 @dataclass(frozen=True)
@@ -138,11 +68,6 @@ class Criteria:
     budget_s: float | None = None    # training seconds; None: no time limit
     confidence: float = 0.95         # level of the seed t-intervals
     objective: Objective = CLASSIFICATION
-
-
-def target_label(target: float) -> str:
-    """The suffix of the ``summary/*_<metric>_{T}`` keys: ``{T:g}`` as the training stage writes it."""
-    return f"{target:g}"
 
 
 def seed_stats(values: Sequence[float], confidence: float = 0.95, bounds: tuple[float, float] | None = None
@@ -195,103 +120,6 @@ def first_reach_steps(histories: pd.DataFrame, target: float, objective: Objecti
     hits = curve[at].sort_values("step")
     for run_id, step in hits.groupby("run_id")["step"].first().items():
         out[run_id] = float(step)
-    return out
-
-
-# -- what each run counts as ---------------------------------------------------------------------------------------
-
-# Failure tags of runs that could not train: refused before training (a bad value, a missing or corrupt data set, an
-# unusable store: the sweep records them as ``config``), or set up wrong by their environment.
-SETUP_FAILURES = frozenset({"config", "setup", "data", "environment"})
-# Failure tags that are training outcomes: the policy's result, counted against it.
-OUTCOME_FAILURES = frozenset({"diverged", "pruned"})
-# An exception (failure ``error``) whose text names a setup problem: no data, a missing file or module, no device,
-# no memory, no permission. Such a run says nothing about its policy either.
-SETUP_ERROR = re.compile(
-    r"DatasetNotFoundError|FileNotFoundError|No such file|not found|ModuleNotFoundError|ImportError|"
-    r"PermissionError|Permission denied|No space left|out of memory|OutOfMemoryError|CUDA is not available|"
-    r"no CUDA|tracking store", re.IGNORECASE)
-RUN_CLASSES = ("scored", "could_not_run", "did_not_finish", "duplicate")
-CLASS_TEXT = {"could_not_run": "could not run", "did_not_finish": "did not finish", "duplicate": "duplicate"}
-
-
-def run_class(failure: str, error: object = None) -> str:
-    """``scored`` (finished, or ended by a training outcome: diverged, pruned), ``could_not_run`` (setup: see
-    :data:`SETUP_FAILURES`, :data:`SETUP_ERROR`) or ``did_not_finish`` (killed, still running, crashed). Only
-    scored runs are seeds of their policy."""
-    if failure in SETUP_FAILURES or (failure == "error" and SETUP_ERROR.search(_text(error))):
-        return "could_not_run"
-    if not failure or failure in OUTCOME_FAILURES:
-        return "scored"
-    return "did_not_finish"
-
-
-def _failure(row) -> str:
-    if isinstance(row["failure"], str) and row["failure"]:
-        return row["failure"]
-    if row["summary/diverged"] == 1:
-        return "diverged"
-    if row["status"] != "FINISHED":
-        return str(row["status"]).lower()
-    return ""
-
-
-def _budget_label(row: Mapping) -> str:
-    steps = _text(row.get("param.trainer.max_steps"))
-    epochs = _text(row.get("param.trainer.max_epochs")) or "?"
-    return f"{steps} steps" if steps not in ("", "-1") else f"{epochs} epochs"
-
-
-def _differences(kept: Mapping, other: Mapping, limit: int = 3) -> list[str]:
-    keys = sorted(k for k in set(kept) | set(other) if str(k).startswith("param.") and k != "param.seed")
-    out = []
-    for key in keys:
-        a, b = kept.get(key), other.get(key)
-        if _text(a) != _text(b):
-            out.append(f"{key[len('param.'):]} {_text(b) or '-'} vs {_text(a) or '-'}")
-    return out[:limit]
-
-
-def duplicates(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """Runs that repeat a run already counted: ``duplicate_of`` (the kept run's id, '' for a kept run) and
-    ``duplicate_reason``. Repeats are the same ``run_key`` (the same command and seed), or the same candidate
-    (policy, momentum, warm-up in the same model / data / optimizer) and seed: a second run of seed 0 is never a
-    second seed, even with another budget or setting (the reason names the settings that differ). Of each set the
-    newest finished run is kept (else the newest). Runs that could not run are left alone."""
-    out = pd.DataFrame({"duplicate_of": "", "duplicate_reason": ""}, index=outcomes.index)
-    eligible = outcomes[outcomes["run_class"] != "could_not_run"]
-    if eligible.empty:
-        return out
-    order = eligible.assign(_unfinished=eligible["status"] != "FINISHED",
-                            _start=_column(eligible, "start_time")).sort_values(
-        ["_unfinished", "_start"], ascending=[True, False], na_position="last", kind="stable")
-    records = order.to_dict("index")
-    kept_ids = {}
-    run_keys = _column(order, "run_key")
-    for index in records:
-        if not isinstance(run_keys[index], str) or not run_keys[index]:
-            continue
-        first = kept_ids.setdefault(("key", run_keys[index]), index)
-        if first != index:
-            out.loc[index] = [records[first]["run_id"],
-                              f"repeats run {records[first]['run_name'] or records[first]['run_id']} (same run key "
-                              f"{run_keys[index]}: the same command and seed)"]
-    for index, row in records.items():
-        if out.at[index, "duplicate_of"] or row["seed"] is None or row["seed"] is pd.NA:
-            continue
-        first = kept_ids.setdefault(("seed", row["group"], row["candidate"], int(row["seed"])), index)
-        if first == index:
-            continue
-        kept = records[first]
-        name = kept["run_name"] or kept["run_id"]
-        differing = _differences(kept, row)
-        if not differing:
-            reason = (f"repeats run {name}: same policy, model, data, optimizer, seed {int(row['seed'])} and budget "
-                      f"({_budget_label(row)})")
-        else:
-            reason = (f"same policy and seed {int(row['seed'])} as run {name} but other settings "
-                      f"({'; '.join(differing)}): not a second seed")
-        out.loc[index] = [kept["run_id"], reason]
     return out
 
 
@@ -397,42 +225,6 @@ def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[
         out[name] = [cut[r][summary] if r in cut else v for r, v in zip(out["run_id"], recorded)]
     out["test_value"] = _column(out, objective.summary("test")).astype(float)
     return out
-
-
-def not_counted(outcomes: pd.DataFrame) -> pd.DataFrame:
-    """The runs that are no seed of their policy, one row each: group, policy, seed, run_name, run_id, class (could
-    not run, did not finish, duplicate) and why (the duplicate's reason, else the failure and its error)."""
-    rows = outcomes[outcomes["run_class"] != "scored"]
-    columns = ["group", "policy", "seed", "run_name", "run_id", "class", "why"]
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    why = [d if d else (f"{f}: {_text(e)}" if _text(e) else f) for d, f, e in
-           zip(rows["duplicate_reason"], rows["failure"], _column(rows, "error"))]
-    return pd.DataFrame({"group": rows["group"], "policy": rows["policy"], "seed": rows["seed"],
-                         "run_name": rows["run_name"], "run_id": rows["run_id"],
-                         "class": rows["run_class"].map(CLASS_TEXT), "why": why})[columns].reset_index(drop=True)
-
-
-def _cut(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[:chars - 1] + "…"
-
-
-def not_counted_text(outcomes: pd.DataFrame, limit: int = 2) -> str:
-    """How many of ``outcomes`` are not counted, by class, with their most frequent reasons (errors cut to one
-    line), e.g. ``39 could not run (39× config: dataset: CIFAR-10 not found: ...)``; '' when all are scored."""
-    table = not_counted(outcomes)
-    parts = []
-    for cls in ("could not run", "did not finish", "duplicate"):
-        rows = table[table["class"] == cls]
-        if rows.empty:
-            continue
-        first_lines = rows["why"].map(lambda w: _cut((w.splitlines() or [""])[0], 160))
-        common = first_lines.value_counts().head(limit)
-        what = ("duplicate" if len(rows) == 1 else "duplicates") if cls == "duplicate" else cls
-        parts.append(f"{len(rows)} {what} ("
-                     + "; ".join(f"{n}× {why}" for why, n in common.items())
-                     + ("; ..." if first_lines.nunique() > limit else "") + ")")
-    return ", ".join(parts)
 
 
 # -- scores of candidates --------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ recorder (model, data set, opt-in callbacks).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Lightning's Trainer is built from this node (``hydra.utils.instantiate``), the lightning-hydra-template way.
 LIGHTNING_TRAINER = "lightning.pytorch.Trainer"

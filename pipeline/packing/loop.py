@@ -6,9 +6,10 @@ metrics callback records a separate run. Each copy's rates come from the schedul
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.packing.nets import PackedNets
 from pipeline.packing.sgd import PackedSGD

@@ -8,8 +8,8 @@ import dataclasses
 import sys
 import traceback
 import uuid
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 

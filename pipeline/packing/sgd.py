@@ -21,7 +21,7 @@ class SGDRule:
     maximize: bool
 
     @classmethod
-    def of(cls, optimizer) -> "SGDRule":
+    def of(cls, optimizer) -> SGDRule:
         import torch
 
         if type(optimizer) is not torch.optim.SGD:

@@ -12,8 +12,8 @@ Ctrl-C twice always stops the process.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _depth = 0  # how many deferred() blocks the main thread is in
 _pending: int | None = None  # a signal held until the outermost block ends

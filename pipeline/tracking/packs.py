@@ -1,9 +1,11 @@
-"""The MLflow side of a pack (``pipeline.packing``): one run per packed copy, each opened with :func:`~pipeline.tracking.recorder.open_run` and ending with its own status."""
+"""The MLflow side of a pack (``pipeline.packing``): one run per packed copy, each opened with
+:func:`~pipeline.tracking.recorder.open_run` and ending with its own status."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from pipeline.tracking import store, sweeps
 from pipeline.tracking.recorder import RunRecorder, open_run

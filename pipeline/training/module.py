@@ -7,7 +7,7 @@ metrics callback to record. A LightningModule of the user's own gets the policy 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch

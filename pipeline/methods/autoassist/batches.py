@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from pipeline.arguments import check_int, check_number
 from pipeline.methods.autoassist.assistant import Assistant, keep_probability
 from pipeline.training import budget
-from pipeline.arguments import check_int, check_number
 from pipeline.training.data import derive_seed
 
 # The keep/skip draws' random stream; keys 0-2 are the data module's (split, order, synthetic data).

@@ -10,10 +10,10 @@ from typing import Any
 
 import lightning as L
 
+from pipeline.arguments import check_int, check_number
 from pipeline.methods.autoassist.assistant import Assistant, UpdateMeans
 from pipeline.methods.autoassist.batches import KeptBatches, TrainBatchesData
 from pipeline.training import budget
-from pipeline.arguments import check_int, check_number
 
 # Per-step series this callback writes; a resumed run must not write their steps twice.
 STEP_KEYS = ("train/samples", "autoassist/accept_rate", "autoassist/assistant_acc", "autoassist/informative_frac",

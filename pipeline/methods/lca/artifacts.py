@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def write_layers_csv(rows: Sequence[dict[str, float]], path: Path) -> None:

@@ -11,10 +11,10 @@ import lightning as L
 import torch
 from torch import nn
 
+from pipeline.arguments import check_int, check_number
 from pipeline.methods.lca.artifacts import write_artifacts
 from pipeline.methods.lca.loss import BN_MODES, EvalLoss, Params, eval_semantics, eval_subset
 from pipeline.methods.lca.quadrature import StepLCA, lca_step
-from pipeline.arguments import check_int, check_number
 
 ARTIFACT_DIR = "lca"
 # Per measured step, beside one sum per layer: lca/<key> series and columns of lca_layers.csv.

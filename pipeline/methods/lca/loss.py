@@ -18,8 +18,8 @@ threshold), with these layer semantics (:func:`eval_semantics`):
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F

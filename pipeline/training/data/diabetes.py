@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 from pipeline.training.data.base import DatasetNotFoundError, RawData, TensorDataModule
 from pipeline.training.data.batching import derive_seed
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.training.arguments import check_int
+from pipeline.arguments import check_int
 from pipeline.training.data.base import DatasetNotFoundError, RawData, TensorDataModule
 
 # Where Debian's fortunes (and fortunes-min) packages install the plain-text fortune files.

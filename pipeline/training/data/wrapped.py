@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset, Subset
 
-from pipeline.training.arguments import check_int, check_number
+from pipeline.arguments import check_int, check_number
 from pipeline.training.data.base import SplitDataModule
 from pipeline.training.data.batching import SPLIT_STREAM, derive_seed
 

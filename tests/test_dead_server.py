@@ -31,16 +31,29 @@ def _server(tmp_path: Path, port: int | None = None):
             yield url, proc
 
 
-def _kill(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+def _restarted(tmp_path: Path, url: str):
+    """The server back on the same port and database (the job and the spool know it by its URL)."""
+    return _server(tmp_path, port=int(url.rsplit(":", 1)[1]))
 
 
-def _start_job(url: str, tmp_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LRBENCH_SPOOL_DIR": str(tmp_path / "spool")}
-    with open(tmp_path / "job.out", "w") as out, open(tmp_path / "job.err", "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "pipeline", *JOB, f"tracking.uri={url}"], cwd=tmp_path,
-                                env=env, stdout=out, stderr=err)
+@contextmanager
+def _job_losing_its_server(tmp_path: Path):
+    """Start the job against a fresh server, kill the server (SIGKILL) once the run is training; yield
+    (url, job, run_id) with the server dead. The job is killed on the way out if it is still running."""
+    with _server(tmp_path) as (url, server):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "LRBENCH_SPOOL_DIR": str(tmp_path / "spool")}
+        with open(tmp_path / "job.out", "w") as out, open(tmp_path / "job.err", "w") as err:
+            job = subprocess.Popen([sys.executable, "-m", "pipeline", *JOB, f"tracking.uri={url}"], cwd=tmp_path,
+                                   env=env, stdout=out, stderr=err)
+        try:
+            run_id = _wait_until(lambda: _first_values(url), job)
+            os.killpg(server.pid, signal.SIGKILL)  # reaped by servers.stop on the way out: its pid stays taken
+            yield url, job, run_id
+        finally:
+            if job.poll() is None:
+                job.send_signal(signal.SIGCONT)
+                job.kill()
+                job.wait()
 
 
 def _wait_until(condition, job: subprocess.Popen, timeout_s: float = 600):
@@ -51,7 +64,6 @@ def _wait_until(condition, job: subprocess.Popen, timeout_s: float = 600):
         if found:
             return found
         time.sleep(0.2)
-    job.kill()
     raise AssertionError("the job did not get far enough in time")
 
 
@@ -85,17 +97,14 @@ def _assert_every_step_once(url: str, run_id: str) -> None:
 
 @pytest.mark.slow
 def test_a_server_dead_until_the_run_ends_costs_one_warning_and_the_spool_brings_back_every_step(tmp_path):
-    with _server(tmp_path) as (url, server):
-        job = _start_job(url, tmp_path)
-        run_id = _wait_until(lambda: _first_values(url), job)
-        _kill(server)
+    with _job_losing_its_server(tmp_path) as (url, job, run_id):
         assert job.wait(timeout=900) == 2
     warnings, err = _warnings(tmp_path)
     assert len(warnings) <= 2, warnings
     assert "final status (FINISHED)" in err and "python -m pipeline.tracking.spool" in err, err[-3000:]
     assert [f.stem for f in (tmp_path / "spool").glob("*.json")] == [run_id]
 
-    with _server(tmp_path, port=int(url.rsplit(":", 1)[1])):
+    with _restarted(tmp_path, url):
         resend = run_cli("--dir", str(tmp_path / "spool"), module="pipeline.tracking.spool", cwd=tmp_path)
         assert resend.returncode == 0, resend.stderr[-3000:]
         _assert_every_step_once(url, run_id)
@@ -103,22 +112,14 @@ def test_a_server_dead_until_the_run_ends_costs_one_warning_and_the_spool_brings
 
 @pytest.mark.slow
 def test_a_server_back_mid_run_gets_every_step_from_the_run_itself(tmp_path):
-    with _server(tmp_path) as (url, server):
-        job = _start_job(url, tmp_path)
-        run_id = _wait_until(lambda: _first_values(url), job)
-        _kill(server)
+    with _job_losing_its_server(tmp_path) as (url, job, run_id):
         before = _checkpoint_mtime(tmp_path)
         _wait_until(lambda: _checkpoint_mtime(tmp_path) not in (None, before), job)  # it trains on meanwhile
-    job.send_signal(signal.SIGSTOP)  # held while the server restarts, so that the server is back mid-run
-    try:
-        with _server(tmp_path, port=int(url.rsplit(":", 1)[1])):
+        job.send_signal(signal.SIGSTOP)  # held while the server restarts, so that the server is back mid-run
+        with _restarted(tmp_path, url):
             job.send_signal(signal.SIGCONT)
             assert job.wait(timeout=900) == 0, (tmp_path / "job.err").read_text()[-3000:]
             _assert_every_step_once(url, run_id)
-    finally:
-        job.send_signal(signal.SIGCONT)
-        if job.poll() is None:
-            job.kill()
     warnings, err = _warnings(tmp_path)
     assert len(warnings) <= 2, warnings
     assert "tracking store is back" in err

@@ -81,14 +81,13 @@ class RunRecorder:
         """Hand the buffered values to the sender thread and return at once: safe in any training hook, since
         nothing here waits for the store (a store that is down only delays the values, see ``sender.py``).
 
-        ``final`` (the end of the run): send everything now and wait, retrying; the error rises if the store still
-        fails, and ``finish`` spools. A store already known to be down gets one try: the sender has been retrying
-        it all along, and the spool keeps every value.
+        ``final`` (the end of the run): send everything now and wait, retrying (once only if the store is known to
+        be down); the error rises if the store still fails, and ``finish`` spools.
         """
         with interrupts.deferred():  # the buffer changes hands whole: an interrupt cannot fall in between
             values, self._buffer = self._buffer, []
             if final:
-                self._sender.drain(0 if self._sender.down else self.retries, values)
+                self._sender.drain(self.retries, values)
             else:
                 self._sender.put(values)
 

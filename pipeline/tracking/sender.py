@@ -82,10 +82,12 @@ class Sender:
         """Stop the thread, queue ``values``, then send everything queued from the calling thread.
 
         A failed try is repeated up to ``retries`` times in a row, waiting as the thread does; after that the error
-        rises and the values stay queued.
+        rises and the values stay queued. A store known to be down (the thread's last try failed) gets one try: the
+        thread has been retrying it all along.
         """
         self._stop()
         self._queue.extend(values)
+        retries = 0 if self.down else retries
         failures = 0
         while self._queue:
             error = self._send_head()

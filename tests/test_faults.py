@@ -49,6 +49,7 @@ def _assert_every_step_once(uri, experiment, steps, keys=("lr", "train/loss", "m
     runs = train_runs(uri, experiment)
     assert len(runs) == 1, [r.info.status for r in runs]  # one run: no duplicate beside the killed one
     assert runs[0].info.status == "FINISHED"
+    assert "failure" not in runs[0].data.tags  # the killed attempt's ending is not the finished run's
     client = MlflowClient(uri)
     for key in keys:
         history = client.get_metric_history(runs[0].info.run_id, key)

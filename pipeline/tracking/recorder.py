@@ -214,6 +214,12 @@ def open_run(
         if resume_run_id:
             mlflow_client.update_run(resume_run_id, status="RUNNING")
             run_id = resume_run_id
+            # The earlier attempt's ending (killed, crashed) is not this one's: a resumed run that finishes is not
+            # tagged failure=killed.
+            stale = mlflow_client.get_run(run_id).data.tags
+            for key in ("failure", "error"):
+                if key in stale:
+                    mlflow_client.delete_tag(run_id, key)
         else:
             tag_values = {k: str(v) for k, v in tags.items() if v is not None}
             run_id = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tag_values).info.run_id

@@ -84,6 +84,7 @@ bench: install ## the benchmark suite with its targets (~36 min on 2 cores); wri
 	-$(BIN)/python benchmarks/packed.py
 	$(BIN)/python benchmarks/suite.py
 	$(BIN)/python benchmarks/pruning.py
+	$(BIN)/python benchmarks/dead_server.py --steps 600 --repeats 5
 
 clean: ## remove outputs of runs (keeps the MLflow store)
 	rm -rf outputs multirun .pytest_cache

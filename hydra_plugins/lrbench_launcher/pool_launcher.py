@@ -225,8 +225,9 @@ def _lost_jobs(hydra_context, config: DictConfig, jobs, reason: str) -> list:
     return returns
 
 
-# What :func:`run_on_workers` yields for a task whose worker died on every try.
-LOST = object()
+# What :func:`run_on_workers` yields for a task whose worker died on every try. A plain value, not object(): Hydra's plugin scan may load this module a
+# second time, and an identity sentinel from one copy is not the other's.
+LOST = "<lost: its worker died on every try>"
 
 
 def run_on_workers(tasks: Sequence[tuple], workers: int, new_worker: Callable[[], ProcessPoolExecutor],
@@ -328,7 +329,7 @@ class PoolLauncher(Launcher):
         tasks = [(fn, cloudpickle.dumps(args)) for fn, args in payloads]
         for index, blob in run_on_workers(tasks, workers, new_worker, describe=describe):
             pack = packs[index]
-            if blob is LOST:
+            if blob == LOST:
                 jobs = [(initial_job_idx + offset, job_overrides[offset]) for offset in pack]
                 rets = _lost_jobs(self.hydra_context, self.config, jobs, f"its worker process died on each of its "
                                   f"{MAX_RETRIES + 1} tries")

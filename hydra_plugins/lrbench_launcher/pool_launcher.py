@@ -225,8 +225,8 @@ def _lost_jobs(hydra_context, config: DictConfig, jobs, reason: str) -> list:
     return returns
 
 
-# What :func:`run_on_workers` yields for a task whose worker died on every try. A plain value, not object(): Hydra's plugin scan may load this module a
-# second time, and an identity sentinel from one copy is not the other's.
+# What :func:`run_on_workers` yields for a task whose worker died on every try. A plain value, not object():
+# Hydra's plugin scan may load this module a second time, and an identity sentinel from one copy is not the other's.
 LOST = "<lost: its worker died on every try>"
 
 

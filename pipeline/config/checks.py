@@ -207,6 +207,25 @@ def check_search(cfg: DictConfig, trainer: TrainerSettings, run: RunSettings):
         raise ConfigError(f"search.{exc}") from None
 
 
+def check_opt_ins_fit(cfg: DictConfig, task, net) -> None:
+    """LCA and AutoAssist measure cross-entropy through the pipeline's own module: classification only, and not on
+    a LightningModule of the user's own."""
+    import lightning as L
+
+    from pipeline.tasks import Classification
+
+    for group in ("analysis", "sampler"):
+        if cfg.get(group) is None:
+            continue
+        option = group_choices(cfg).get(group, "custom")
+        if not isinstance(task, Classification):
+            raise ConfigError(f"{group}: +{group}={option} works on classification (cross-entropy on class labels); "
+                              f"this job's task is {type(task).__name__}")
+        if isinstance(net, L.LightningModule):
+            raise ConfigError(f"{group}: +{group}={option} hooks into the pipeline's own module; the model "
+                              f"{type(net).__name__} is a LightningModule of its own")
+
+
 # -- the job ------------------------------------------------------------------------------------------------------
 
 
@@ -237,21 +256,10 @@ def check(cfg: DictConfig) -> Job:
     policy, policy_name = check_policy(cfg, lr)
     momentum = check_momentum(cfg, probe)
 
-    import lightning as L
-
-    from pipeline.tasks import Classification
-
     task, objective = check_task(cfg, run.targets)
     dataset = check_data(cfg)
     model, net = check_model(cfg, dataset, task)  # built once with the data's shapes: bad options fail here
-    for group in ("analysis", "sampler"):
-        option = group_choices(cfg).get(group, "custom")
-        if cfg.get(group) is not None and not isinstance(task, Classification):
-            raise ConfigError(f"{group}: +{group}={option} works on classification (cross-entropy on class labels); "
-                              f"this job's task is {type(task).__name__}")
-        if cfg.get(group) is not None and isinstance(net, L.LightningModule):
-            raise ConfigError(f"{group}: +{group}={option} hooks into the pipeline's own module; the model "
-                              f"{type(net).__name__} is a LightningModule of its own")
+    check_opt_ins_fit(cfg, task, net)
 
     callbacks = tuple(_instantiate(cfg[group], group) for group in ("analysis",) if cfg.get(group) is not None)
     for factory, group in zip(callbacks, ("analysis",)):

@@ -95,6 +95,10 @@ class RunRecorder:
         # Called from the sender thread, or from the main thread inside flush(final=True)'s deferred block.
         self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
+    def recorded_params(self) -> dict[str, str]:
+        """The params the store holds for this run (a resumed run may have recorded some already)."""
+        return dict(self._with_retries(lambda: self.client.get_run(self.run_id)).data.params)
+
     def unsent(self) -> list[tuple[str, float, int, int]]:
         """Values the store has not confirmed (queued, in flight or buffered) as (key, value, timestamp_ms, step),
         oldest first: what a checkpoint keeps, so that none is lost if the process dies before they are sent."""

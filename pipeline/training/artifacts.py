@@ -70,8 +70,7 @@ def record_summary(recorder, summary: Mapping[str, float]) -> None:
     already recorded are kept: MLflow refuses to change a param, and the table holds the final values."""
     values = {k.split("/", 1)[-1]: float(v) for k, v in summary.items()
               if v is not None and not (isinstance(v, float) and math.isnan(v))}
-    client = getattr(recorder, "client", None)
-    existing = client.get_run(recorder.run_id).data.params if client is not None and recorder.run_id else {}
+    existing = recorder.recorded_params()
     recorder.params({SUMMARY_PARAM + k: repr(v) for k, v in values.items() if SUMMARY_PARAM + k not in existing})
     with tempfile.TemporaryDirectory() as tmp:
         with open(Path(tmp) / "summary.csv", "w", newline="") as f:

@@ -53,6 +53,9 @@ class NullRecorder:
 
     def resume_from_store(self, keys) -> None: ...
 
+    def recorded_params(self) -> dict:
+        return {}
+
     def unsent(self) -> list:
         return []
 

@@ -98,7 +98,7 @@ def run_job(cfg: DictConfig) -> JobResult:
                     trainer.test(training.module, datamodule=datamodule, verbose=False)
                     test = training.module.last_eval
                 summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
-                record_summary(recorder, summary)
+                record_summary(recorder, summary, trainer.global_step)
                 record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
                               f"{job.policy_name}: {name}")
             # The run is over (finished, or failed for good): its checkpoint is no longer needed.

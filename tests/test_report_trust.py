@@ -6,9 +6,11 @@ MlflowClient as the training stage records runs (``test_report.write_run``); the
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
@@ -302,3 +304,37 @@ def test_verify_true_trains_the_composite_with_the_same_seeds_and_reports_it_bes
     later = json.loads((tmp_path / "again" / "report.json").read_text())
     assert later["scope"]["parent_run_id"] == parent.group(1)
     assert later["groups"][0]["verification"]["run_ids"] == verification["run_ids"]
+
+
+class _Recorder:
+    """What record_summary needs of a run recorder; ``down``: the store refuses params and artifacts."""
+
+    def __init__(self, down=False, existing=None):
+        self.run_id, self.down, self.logged = "r1", down, {}
+        self.client = type("Client", (), {"get_run": lambda _, run_id: type("Run", (), {
+            "data": type("Data", (), {"params": existing or {}})()})()})()
+
+    def params(self, values):
+        if self.down:
+            raise ConnectionError("store down")
+        self.logged.setdefault("params", {}).update(values)
+
+    def artifact(self, path, artifact_path=None):
+        self.logged.setdefault("artifacts", {})[Path(path).name] = Path(path).read_text()
+
+    def metrics(self, values, step):
+        self.logged["metrics"] = (dict(values), step)
+
+
+def test_a_runs_summary_is_params_and_a_table_and_stays_metrics_when_the_store_refuses_params():
+    from pipeline.training.artifacts import record_summary
+
+    summary = {"summary/steps": 60.0, "summary/best_val_acc": 0.9, "summary/steps_to_acc_0.85": math.nan}
+    recorder = _Recorder(existing={"summary.steps": "60.0"})  # a resumed run: a param is never changed
+    record_summary(recorder, summary, 60)
+    assert recorder.logged["params"] == {"summary.best_val_acc": "0.9"} and "metrics" not in recorder.logged
+    assert recorder.logged["artifacts"]["summary.csv"].splitlines() == ["name,value", "steps,60.0", "best_val_acc,0.9"]
+    assert json.loads(recorder.logged["artifacts"]["summary.json"]) == {"steps": 60.0, "best_val_acc": 0.9}
+    down = _Recorder(down=True)
+    record_summary(down, summary, 60)
+    assert down.logged["metrics"] == (summary, 60)  # buffered and spooled like every metric

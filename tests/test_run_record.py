@@ -21,7 +21,8 @@ COMMAND = ["+policy=triangle2", "policy.l=2000", "+warmup=linear", "warmup.warmu
 # by issue 19: what the run is judged on (the report reads these; absent means exactly this). The new config keys
 # and the modules the reshape moved (dataset._target_) change the run key, a hash of the config.
 ADDED_PARAMS = {"policy_config", "policy.l_frac", "warmup.warmup_frac"}
-ADDED_TAGS = {"policy_fit": "partial_cycle", "task": "classification", "objective_metric": "acc", "objective_mode": "max"}
+ADDED_TAGS = {"policy_fit": "partial_cycle", "task": "classification", "objective_metric": "acc",
+              "objective_mode": "max"}
 CHANGED_TAGS = {"run_key"}
 # Issue 21: end-of-run figures are params summary.<name> and a table artifact, not single-point summary/* metric charts
 # that push lr and val/* off the run's page; plus one figure of the LR and the objective over the steps.

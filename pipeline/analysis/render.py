@@ -224,7 +224,8 @@ def report_html(report: Report) -> str:
             parts.append("<h3>Ranking</h3>" + _html_table(header, rows, {0, 3, 4, 5, 6, 7, 8, 9, 10, 11}, classes))
         specs = "".join(f"<div class='spec'>{_e(r['name'])}: {_e(r['policy_spec'])}</div>"
                         for r in g.ranked.to_dict("records"))
-        parts.append(f"<details><summary class='muted'>exact policies (LRBench strings)</summary>{specs}</details>")
+        if specs:
+            parts.append(f"<details><summary class='muted'>exact policies (LRBench strings)</summary>{specs}</details>")
         for key, title in FIGURES:
             if key in g.figures:
                 data = base64.b64encode(g.figures[key]).decode("ascii")

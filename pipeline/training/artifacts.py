@@ -64,22 +64,28 @@ def record_setup(recorder, config: dict, policy, total_steps: int, title: str) -
 SUMMARY_PARAM = "summary."
 
 
-def record_summary(recorder, summary: Mapping[str, float]) -> None:
+def record_summary(recorder, summary: Mapping[str, float], step: int) -> None:
     """The ``summary/<name>`` values of :func:`pipeline.training.metrics.summarize` as params ``summary.<name>``
     (NaN ones left out, as absent) and as ``summary.csv`` / ``summary.json`` (name, value). Params a resumed run
-    already recorded are kept: MLflow refuses to change a param, and the table holds the final values."""
+    already recorded are kept: MLflow refuses to change a param, and the table holds the final values. A store that
+    does not take them gets the summary as metrics at ``step`` instead, which the recorder keeps and spools."""
     values = {k.split("/", 1)[-1]: float(v) for k, v in summary.items()
               if v is not None and not (isinstance(v, float) and math.isnan(v))}
-    existing = recorder.recorded_params()
-    recorder.params({SUMMARY_PARAM + k: repr(v) for k, v in values.items() if SUMMARY_PARAM + k not in existing})
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(Path(tmp) / "summary.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["name", "value"])
-            writer.writerows(values.items())
-        (Path(tmp) / "summary.json").write_text(json.dumps(values, indent=1))
-        recorder.artifact(str(Path(tmp) / "summary.csv"))
-        recorder.artifact(str(Path(tmp) / "summary.json"))
+    try:
+        existing = recorder.recorded_params()
+        recorder.params({SUMMARY_PARAM + k: repr(v) for k, v in values.items() if SUMMARY_PARAM + k not in existing})
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(Path(tmp) / "summary.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["name", "value"])
+                writer.writerows(values.items())
+            (Path(tmp) / "summary.json").write_text(json.dumps(values, indent=1))
+            recorder.artifact(str(Path(tmp) / "summary.csv"))
+            recorder.artifact(str(Path(tmp) / "summary.json"))
+    except Exception as exc:  # noqa: BLE001 - the store is down: keep the summary where it survives an outage
+        print(f"warning: the summary could not be recorded as params ({type(exc).__name__}); it is kept as "
+              "summary/* metrics instead", file=sys.stderr, flush=True)
+        recorder.metrics(summary, step)
 
 
 def record_curves(recorder, policy, steps: int, evals: Sequence[tuple], title: str, objective: str = "val/acc"

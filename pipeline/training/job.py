@@ -111,9 +111,10 @@ def run_job(cfg: DictConfig) -> JobResult:
                     test = training.module.last_eval
                 if not paused:
                     summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
-                    record_summary(recorder, summary)
+                    record_summary(recorder, summary, trainer.global_step)
                     record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
-                                  f"{job.policy_name}: {name}")
+                                  f"{job.policy_name}: {name}",
+                                  f"val/{job.objective.metric}" if job.objective is not None else "val/acc")
             if not paused:  # the run is over (finished, or failed for good): its checkpoint is no longer needed
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return JobResult(recorder.run_id, "FAILED" if recorder.failure else "FINISHED", recorder.failure, score,

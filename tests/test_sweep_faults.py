@@ -104,7 +104,7 @@ def test_a_task_that_kills_its_worker_every_time_fails_alone_after_its_retries(t
 # -- whole sweeps, killed for real ---------------------------------------------------------------------------------
 
 STEPS = 200
-SWEEP = ["dataset=synthetic", "+policy=triangle2,sin2", "seed=0,1", f"trainer.max_steps={STEPS}",
+SWEEP = ["dataset=synthetic", "+policy=triangle2,inv", "seed=0,1", f"trainer.max_steps={STEPS}",
          "trainer.eval_every_steps=50", "trainer.checkpoint_every_steps=20", "trainer.num_threads=1",
          "trainer.progress=false"]
 POOL = ["hydra/launcher=pool", "hydra.launcher.n_jobs=2", "hydra.launcher.threads_per_job=1"]

@@ -10,12 +10,18 @@ import pytest
 from conftest import ROOT, compose_job, run_cli, train_runs
 from mlflow.tracking import MlflowClient
 
+from pipeline.tracking.runs import summaries
 from pipeline.training.job import run_job
 
 FORTUNES = Path("/usr/share/games/fortunes/fortunes")
 needs_fortunes = pytest.mark.skipif(not FORTUNES.is_file(), reason="Debian's fortunes not installed (make data)")
 QUICK = ["trainer.progress=false", "trainer.checkpoint_every_steps=0", "trainer.num_threads=1"]
 OWN = str(Path(__file__).parent)  # tests/own.py: the user's own classes
+
+
+def _figures(run) -> dict:
+    """A run's metrics and its end-of-run summary (``summary.*`` params, read as ``summary/*``)."""
+    return {**run.data.metrics, **summaries(run.data.metrics, run.data.params)}
 
 
 def _tags(run) -> dict:
@@ -33,7 +39,7 @@ def _one_run(store_uri, *overrides: str):
 def test_a_regression_run_is_judged_on_rmse_and_tagged_with_its_objective(store_uri):
     run = _one_run(store_uri, "task=regression", "+policy=cos", "trainer.max_steps=40",
                    "trainer.eval_every_steps=10", "trainer.targets=[1.5,0.9]")
-    tags, metrics = _tags(run), run.data.metrics
+    tags, metrics = _tags(run), _figures(run)
     assert (tags["task"], tags["objective_metric"], tags["objective_mode"]) == ("regression", "rmse", "min")
     assert (tags["model"], tags["dataset"]) == ("feedforward", "diabetes")
     assert metrics["summary/reached_rmse_1.5"] == 1.0 and metrics["summary/steps_to_rmse_1.5"] == 10
@@ -50,7 +56,7 @@ def test_a_language_model_run_on_integer_tokens_is_judged_on_perplexity(store_ur
     run = _one_run(store_uri, "task=language_model", "dataset.files=[fortunes]", "dataset.train_subset=256",
                    "dataset.val_size=32", "dataset.test_subset=32", "model.hidden_size=32",
                    "trainer.max_steps=20", "trainer.eval_every_steps=10", "trainer.targets=[300,200]")
-    metrics = run.data.metrics
+    metrics = _figures(run)
     assert _tags(run)["objective_metric"] == "perplexity" and _tags(run)["model"] == "char_gru"
     assert metrics["summary/reached_perplexity_300"] == 1.0
     assert metrics["summary/best_val_perplexity"] < 256  # better than guessing among 256 byte values
@@ -65,7 +71,7 @@ def test_a_users_own_model_and_dataset_train_under_their_own_names(store_uri, mo
                    "trainer.targets=[0.5]")
     assert (_tags(run)["model"], _tags(run)["dataset"]) == ("TinyNet", "Blobs")
     assert run.info.run_name == "triangle2-TinyNet-Blobs-s0"
-    assert run.data.metrics["summary/best_val_acc"] > 0.5
+    assert _figures(run)["summary/best_val_acc"] > 0.5
 
 
 @pytest.mark.slow
@@ -76,7 +82,7 @@ def test_an_embedding_model_trains_on_integer_tokens_of_a_users_dataset(store_ur
                    "~model.hidden_size", "~model.num_layers", "dataset=custom",
                    "dataset._target_=own.Tokens", "trainer.max_steps=20", "trainer.eval_every_steps=10",
                    "trainer.targets=[5]", "optimizer.lr=0.5")
-    assert run.data.metrics["summary/best_val_perplexity"] < 11  # below a uniform guess over the 11 tokens
+    assert _figures(run)["summary/best_val_perplexity"] < 11  # below a uniform guess over the 11 tokens
 
 
 @pytest.mark.slow
@@ -92,7 +98,7 @@ def test_a_users_lightning_module_gets_the_policy_the_metrics_and_the_run(store_
     policy = Triangle2(k0=0.01, k1=0.06, l=2000)
     assert lrs == pytest.approx([policy(t) for t in range(24)])
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc"))
-    assert steps == [8, 16, 24] and "summary/best_val_acc" in run.data.metrics and "test/acc" in run.data.metrics
+    assert steps == [8, 16, 24] and "summary/best_val_acc" in _figures(run) and "test/acc" in _figures(run)
     assert _tags(run)["model"] == "OwnModule"
 
 
@@ -119,7 +125,7 @@ def test_the_regression_preset_sweeps_four_policies_to_the_end(tmp_path, store_u
     assert sorted(r.data.tags["policy"] for r in runs) == ["cos", "fix", "step", "triangle2"]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["objective_metric"] == "rmse"
-        assert {"summary/best_val_rmse", "summary/final_val_rmse", "summary/reached_rmse_0.7"} <= set(run.data.metrics)
+        assert {"summary/best_val_rmse", "summary/final_val_rmse", "summary/reached_rmse_0.7"} <= set(_figures(run))
 
 
 @pytest.mark.slow
@@ -131,7 +137,7 @@ def test_the_language_model_preset_sweeps_four_policies_to_the_end(tmp_path, sto
     assert sorted(r.data.tags["policy"] for r in runs) == ["cos", "fix", "step", "triangle2"]
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["objective_mode"] == "min"
-        assert {"summary/best_val_perplexity", "summary/reached_perplexity_9"} <= set(run.data.metrics)
+        assert {"summary/best_val_perplexity", "summary/reached_perplexity_9"} <= set(_figures(run))
 
 
 @pytest.mark.slow

@@ -87,15 +87,15 @@ def test_an_embedding_model_trains_on_integer_tokens_of_a_users_dataset(store_ur
 
 @pytest.mark.slow
 def test_a_users_lightning_module_gets_the_policy_the_metrics_and_the_run(store_uri, monkeypatch):
-    from pipeline.policies import Triangle2
+    from pipeline.config.checks import check
 
     monkeypatch.syspath_prepend(OWN)
-    run = _one_run(store_uri, "model._target_=own.OwnModule", "dataset=custom", "dataset._target_=own.Blobs",
-                   "+policy=triangle2", "trainer.max_steps=24", "trainer.eval_every_steps=8",
-                   "trainer.targets=[0.5]")
+    command = ["model._target_=own.OwnModule", "dataset=custom", "dataset._target_=own.Blobs", "+policy=triangle2",
+               "trainer.max_steps=24", "trainer.eval_every_steps=8", "trainer.targets=[0.5]"]
+    run = _one_run(store_uri, *command)
     client = MlflowClient(store_uri)
     lrs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)]
-    policy = Triangle2(k0=0.01, k1=0.06, l=2000)
+    policy = check(compose_job(*command)).policy.for_budget(24)  # the shipped triangle2, its cycle a budget fraction
     assert lrs == pytest.approx([policy(t) for t in range(24)])
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc"))
     assert steps == [8, 16, 24] and "summary/best_val_acc" in _figures(run) and "test/acc" in _figures(run)

@@ -76,14 +76,10 @@ class MetricsCallback(L.Callback):
             "progress": dataclasses.asdict(self.progress),
             "first_loss": self._first_loss,
             "train_seconds": self._train_seconds() if self._fit_start else self.train_seconds,
-            # Values the store has not taken yet (it is down): kept with the checkpoint, sent after a resume.
+            # Values the store does not hold yet (buffered until the next evaluation, queued, or the store is down):
+            # kept with the checkpoint and sent after a resume, so a kill -9 after a checkpoint loses none of them.
             "unsent": self.recorder.unsent(),
         }
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        # A checkpoint at step S lets a re-run continue from S: every value of the steps before S must be in the
-        # store by then, or a kill -9 after the checkpoint would lose them for good.
-        self.recorder.flush()
 
     def load_state_dict(self, state: dict) -> None:
         progress = dict(state["progress"])

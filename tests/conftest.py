@@ -23,6 +23,22 @@ def compose_job(*overrides: str):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 
 
+# What a sweep's launcher exports for its jobs (pipeline.tracking.sweeps.start_parent); a test that starts a sweep in
+# this process must not leave them to the next test's subprocesses.
+SWEEP_ENV = ("LRBENCH_PARENT_RUN_ID", "MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _no_sweep_env_leaks():
+    before = {name: os.environ.get(name) for name in SWEEP_ENV}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def store_uri(tmp_path, monkeypatch):
     """An empty SQLite MLflow store in a temp dir, also exported so subprocesses and defaults use it.

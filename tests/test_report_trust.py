@@ -306,35 +306,30 @@ def test_verify_true_trains_the_composite_with_the_same_seeds_and_reports_it_bes
     assert later["groups"][0]["verification"]["run_ids"] == verification["run_ids"]
 
 
-class _Recorder:
-    """What record_summary needs of a run recorder; ``down``: the store refuses params and artifacts."""
+def test_a_runs_summary_is_params_and_a_table_and_stays_metrics_when_the_store_refuses_params(store_uri, tmp_path):
+    from servers import free_port
 
-    def __init__(self, down=False, existing=None):
-        self.run_id, self.down, self.logged = "r1", down, {}
-        self.client = type("Client", (), {"get_run": lambda _, run_id: type("Run", (), {
-            "data": type("Data", (), {"params": existing or {}})()})()})()
-
-    def params(self, values):
-        if self.down:
-            raise ConnectionError("store down")
-        self.logged.setdefault("params", {}).update(values)
-
-    def artifact(self, path, artifact_path=None):
-        self.logged.setdefault("artifacts", {})[Path(path).name] = Path(path).read_text()
-
-    def metrics(self, values, step):
-        self.logged["metrics"] = (dict(values), step)
-
-
-def test_a_runs_summary_is_params_and_a_table_and_stays_metrics_when_the_store_refuses_params():
+    from pipeline.tracking.recorder import RunRecorder
     from pipeline.training.artifacts import record_summary
 
     summary = {"summary/steps": 60.0, "summary/best_val_acc": 0.9, "summary/steps_to_acc_0.85": math.nan}
-    recorder = _Recorder(existing={"summary.steps": "60.0"})  # a resumed run: a param is never changed
+    client = store.client(store_uri)
+    run_id = client.create_run(client.create_experiment("summaries")).info.run_id
+    client.log_param(run_id, "summary.steps", "60.0")  # a resumed run: a param is never changed
+    recorder = RunRecorder(client, run_id)
     record_summary(recorder, summary, 60)
-    assert recorder.logged["params"] == {"summary.best_val_acc": "0.9"} and "metrics" not in recorder.logged
-    assert recorder.logged["artifacts"]["summary.csv"].splitlines() == ["name,value", "steps,60.0", "best_val_acc,0.9"]
-    assert json.loads(recorder.logged["artifacts"]["summary.json"]) == {"steps": 60.0, "best_val_acc": 0.9}
-    down = _Recorder(down=True)
+    recorder.finish("FINISHED")
+    run = client.get_run(run_id)
+    assert run.data.params == {"summary.steps": "60.0", "summary.best_val_acc": "0.9"} and not run.data.metrics
+    table = Path(client.download_artifacts(run_id, "summary.csv", str(tmp_path)))
+    assert table.read_text().splitlines() == ["name,value", "steps,60.0", "best_val_acc,0.9"]
+    assert json.loads(Path(client.download_artifacts(run_id, "summary.json", str(tmp_path))).read_text()) == {
+        "steps": 60.0, "best_val_acc": 0.9}
+
+    # A store that refuses the params (a server that is gone): the summary stays in the recorder as metrics at the
+    # run's last step, where it is buffered, spooled and sent when the store is back, like every metric.
+    down = RunRecorder(store.client(f"http://127.0.0.1:{free_port()}"), "r" * 32)
+    down.retries = 0
     record_summary(down, summary, 60)
-    assert down.logged["metrics"] == (summary, 60)  # buffered and spooled like every metric
+    assert sorted((key, value, step) for key, value, _, step in down.unsent() if not math.isnan(value)) == [
+        ("summary/best_val_acc", 0.9, 60), ("summary/steps", 60.0, 60)]

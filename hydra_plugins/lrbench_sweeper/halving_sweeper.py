@@ -155,12 +155,14 @@ class HalvingSweeper(Sweeper):
 
         final = rung == len(self.fracs) - 1
         alive = [c for c in candidates if self._state(c).state == TrialState.RUNNING]
-        if not alive or (not final and len(alive) == 1):
-            return []  # nothing left, or nothing to compare: the last candidate goes straight to the budget
+        if not alive:
+            return []
         todo = [c for c in alive if rung not in self._state(c).intermediate_values]
-        where = "the full budget" if final else f"{frac:.3g} of the budget"
         if len(todo) < len(alive):
             say(f"rung {rung}: {len(alive) - len(todo)} of {len(alive)} candidates already scored (resumed study)")
+        if not final and len(alive) == 1:
+            return []  # nothing to compare: the last candidate goes straight to the budget
+        where = "the full budget" if final else f"{frac:.3g} of the budget"
         returns = [self._launch(todo, rung, frac, final, where)] if todo else []
         if final:
             for candidate in alive:

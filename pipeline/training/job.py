@@ -109,6 +109,8 @@ def run_job(cfg: DictConfig) -> JobResult:
                         trainer.validate(training.module, datamodule=datamodule, verbose=False)  # end-of-budget eval
                     trainer.test(training.module, datamodule=datamodule, verbose=False)
                     test = training.module.last_eval
+                    if job.search is not None:  # a study's last rung: the candidate's score is its final value
+                        score = metrics.progress.evals[-1][2]
                 if not paused:
                     summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
                     record_summary(recorder, summary, trainer.global_step)

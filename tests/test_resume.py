@@ -85,3 +85,34 @@ def test_interrupted_run_is_marked_killed_never_left_running(tmp_path, store_uri
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["failure"] == "killed"
+
+
+def test_a_checkpoint_at_an_evaluation_step_is_written_after_the_evaluation(tmp_path):
+    # Written before it, a checkpoint at step 10 would not hold step 10's evaluation: a run killed before those values
+    # reached the store resumed at step 11 and never evaluated step 10 again (its val/* point was lost for good).
+    import torch
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from pipeline.training.trainer import checkpoint_callback
+
+    class Counting(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.validations, self.saved = 0, []
+
+        def on_validation_epoch_end(self):
+            self.validations += 1
+
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["validations"] = self.validations
+            self.saved.append((self.trainer.global_step, self.validations))
+
+    model = Counting()
+    trainer = Trainer(max_steps=25, val_check_interval=10, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                      limit_val_batches=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[checkpoint_callback(tmp_path, every=5, eval_every=10)], accelerator="cpu")
+    trainer.fit(model)
+    # Steps 5 and 15 have no evaluation; at 10 and 20 the checkpoint holds the evaluation of its own step.
+    assert model.saved == [(5, 0), (10, 1), (15, 1), (20, 2), (25, 2)]  # stock ModelCheckpoint: (10, 0), (20, 1)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["validations"] == 2

@@ -198,3 +198,62 @@ def test_config_fields_can_be_overridden_on_the_command_line():
     assert job.policy.for_budget(430) == WarmupStableDecay(0.05, 430, 50, 22, 0.0, "cosine")
     with pytest.raises(ConfigError, match=r"^policy\.decay_shape must be one of"):
         check(compose_job("dataset=synthetic", "+policy=wsd", "policy.decay_shape=sqrt"))
+
+
+@pytest.mark.parametrize("phases,strategy,pct", [(2, "cos", 0.3), (2, "linear", 0.25), (3, "cos", 0.3),
+                                                 (3, "linear", 0.4)])
+def test_one_cycle_momentum_is_torchs_cycled_momentum(phases, strategy, pct):
+    import torch
+
+    from pipeline.policies import OneCycleMomentum
+    from pipeline.policies.momentum import for_run
+
+    total = 97
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total, pct_start=pct,
+                                                    anneal_strategy=strategy, three_phase=phases == 3,
+                                                    base_momentum=0.85, max_momentum=0.95)
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["momentum"])
+        optimizer.step()
+        scheduler.step()
+    policy = for_run(OneCycleMomentum(0.85, 0.95, pct, strategy, phases), total)
+    assert policy.total_steps == total
+    assert max(abs(policy(t) - m) for t, m in enumerate(expected)) <= 1e-9
+
+
+def test_one_cycle_momentum_refuses_settings_naming_them():
+    from pipeline.policies import OneCycleMomentum
+
+    with pytest.raises(ValueError, match="max_momentum must be >= base_momentum"):
+        OneCycleMomentum(0.95, 0.85)
+    with pytest.raises(ValueError, match="anneal_strategy must be one of"):
+        OneCycleMomentum(anneal_strategy="step")
+    with pytest.raises(ValueError, match="pct_start must be in"):
+        OneCycleMomentum(pct_start=1.5)
+
+
+@pytest.mark.slow
+def test_one_cycle_momentum_takes_the_one_cycle_policys_phases_and_a_job_records_torchs_momentum(tmp_path, store_uri):
+    from conftest import run_cli, train_runs
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.policies import OneCycleMomentum
+
+    job = check(compose_job("dataset=synthetic", "+policy=one_cycle", "policy.pct_start=0.4",
+                            "policy.anneal_strategy=linear", "momentum=one_cycle"))
+    assert job.momentum == OneCycleMomentum(0.85, 0.95, 0.4, "linear", 2)
+    assert check(compose_job("dataset=synthetic", "+policy=cos", "momentum=one_cycle")).momentum.pct_start == 0.3
+
+    done = run_cli("dataset=synthetic", "+policy=one_cycle", "momentum=one_cycle", "trainer.max_steps=40",
+                   "trainer.eval_every_steps=20", "trainer.progress=false", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = train_runs(store_uri)
+    recorded = {m.step: m.value for m in MlflowClient(store_uri).get_metric_history(run.info.run_id, "momentum")}
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.06, total_steps=40)
+    for step in range(40):
+        assert recorded[step] == pytest.approx(optimizer.param_groups[0]["momentum"], abs=1e-6), step
+        optimizer.step()
+        scheduler.step()

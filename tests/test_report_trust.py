@@ -333,3 +333,22 @@ def test_a_runs_summary_is_params_and_a_table_and_stays_metrics_when_the_store_r
     record_summary(down, summary, 60)
     assert sorted((key, value, step) for key, value, _, step in down.unsent() if not math.isnan(value)) == [
         ("summary/best_val_acc", 0.9, 60), ("summary/steps", 60.0, 60)]
+
+
+def test_a_policy_that_did_not_show_its_shape_in_the_budget_is_marked_in_the_ranking_and_the_json(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = store.prepare(uri, "lrbench")
+    client = MlflowClient(uri)
+    parent = _sweep(client, experiment_id, "sweep")
+    for seed in (0, 1):  # the runs' policy_fit tag, as the training stage writes it (pipeline.policies.fit)
+        write_run(client, experiment_id, "triangle2", seed, FAST, parent=parent, extra_tags={"policy_fit": "ok"})
+        write_run(client, experiment_id, "sin2", seed, SLOWER, parent=parent,
+                  extra_tags={"policy_fit": "partial_cycle" if seed else "ok"})
+    done, report = _report(uri, tmp_path / "r", "max_fluctuation=1")
+    fits = {r["policy"]: r["policy_fit"] for r in report["groups"][0]["ranking"]}
+    assert fits == {"triangle2": "ok", "sin2": "partial_cycle"}  # one seed that did not fit marks the candidate
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert r"| sin2 (policy\_fit: partial\_cycle) |" in markdown and "| triangle2 |" in markdown
+    assert "Policy fit: 1 candidate(s) did not show their schedule within the budget: sin2 (under half a cycle)" \
+        in markdown
+    assert "policy fit" in report["glossary"]

@@ -97,7 +97,7 @@ RANKING_FIELDS = ["rank", "name", "good", "reasons", "pareto", "policy", "policy
                   "objective_metric", "objective_mode", "n_runs", "n_failed", "n_reached", "seeds", *STAT_FIELDS,
                   "test_val_mean", "test_val_std", "test_top5_mean", "ac_mean", "cv_mean", "cvac_mean", "fluct_mean",
                   "fluct_max", "loss_gap_mean", "loss_gap_std", "budget_steps", "steps_values", "seconds_values",
-                  "final_values", "failures", "missed", "run_ids", "target_source"]
+                  "final_values", "failures", "missed", "run_ids", "target_source", "policy_fit"]
 
 
 def report_json(report: Report) -> dict:

@@ -70,6 +70,9 @@ def glossary(settings: Mapping, objective: Objective = CLASSIFICATION) -> dict[s
                     "is unstable (bad).",
         "loss gap": "LRBench's robustness proxy: final training loss minus test loss (cross-entropy, nats per sample). "
                     "Far below 0: the test loss is much higher than the training loss (overfitting).",
+        "policy fit": "Marked after a policy's name when in some seed's budget its schedule did not show its shape "
+                      "(run tag policy_fit, also printed when the run starts): flat (its LR moved by under 5%), "
+                      "partial_cycle (under half a cycle), partial_decay (its decay horizon is past the budget).",
         "Pareto set": f"Good candidates that no other good candidate beats on both speed to the target and final "
                       f"{objective.label}: the honest choices when both matter.",
         "margin": "The recommended policy's lead over the runner-up in the ranking's unit, with Welch's t-test "

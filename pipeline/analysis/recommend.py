@@ -371,6 +371,24 @@ def recommend_group(ranked: pd.DataFrame, target: float, rank_by: str, baseline:
                           headlines=news, objective=objective.as_dict())
 
 
+FIT_WORDS = {"flat": "its LR hardly moved", "partial_cycle": "under half a cycle",
+             "partial_decay": "its decay unfinished"}
+
+
+def fit_note(ranked: pd.DataFrame) -> str:
+    """A sentence naming the candidates whose policy did not show its shape within the runs' budget (run tag
+    ``policy_fit``): their ranking compares a schedule they never ran. Empty when every candidate fits."""
+    if "policy_fit" not in ranked:
+        return ""
+    misfits = [f"{r['name']} ({FIT_WORDS.get(r['policy_fit'], r['policy_fit'])})" for r in ranked.to_dict("records")
+               if isinstance(r["policy_fit"], str) and r["policy_fit"] != "ok"]
+    if not misfits:
+        return ""
+    return (f"Policy fit: {len(misfits)} candidate(s) did not show their schedule within the budget: "
+            f"{', '.join(misfits)}; they are ranked on the part they ran. Give their clocks as fractions of the "
+            "budget (README 'LR policies') to compare the schedules themselves.")
+
+
 def recommendation_for(ranked: pd.DataFrame, outcomes: pd.DataFrame, lr_runs: Mapping[str, str], target: float,
                        rank_by: str, baseline: str, alpha: float, budget_s: float | None, tail_factor: float,
                        defaults: Mapping[str, str] | None = None, group: str | None = None, unscored: str = ""
@@ -380,6 +398,9 @@ def recommendation_for(ranked: pd.DataFrame, outcomes: pd.DataFrame, lr_runs: Ma
     the switch step; ``defaults`` (:func:`pipeline.analysis.composite.group_defaults`) let its command repeat the
     run's other settings."""
     rec = recommend_group(ranked, target, rank_by, baseline, alpha, budget_s, group, unscored)
+    misfits = fit_note(ranked)
+    if misfits:
+        rec = dataclasses.replace(rec, notes=[*rec.notes, misfits])
     if rec.policy is None:
         return rec
     best = ranked[ranked["good"]].iloc[0].to_dict()

@@ -74,6 +74,12 @@ def _label(objective: dict | None) -> str:
     return f"val {(objective or {}).get('metric', 'acc')}"
 
 
+def _misfit(row) -> str:
+    """`` (policy_fit: flat)`` after a candidate whose policy did not show its shape in the budget (see glossary)."""
+    fit = row.get("policy_fit")
+    return f" (policy_fit: {fit})" if isinstance(fit, str) and fit != "ok" else ""
+
+
 def ranking_rows(ranked: pd.DataFrame, confidence: float, objective: dict | None = None
                  ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the ranking table as plain (unescaped) strings, shared by HTML and Markdown; the objective
@@ -90,7 +96,8 @@ def ranking_rows(ranked: pd.DataFrame, confidence: float, objective: dict | None
         test = f"{_num(r['test_val_mean'])} / {_num(r['test_top5_mean'])}" if classification \
             else _num(r["test_val_mean"], 4)
         rows.append([
-            str(r["rank"]), r["name"], "good" if r["good"] else "bad", stat(r, "steps", 0), stat(r, "seconds", 1),
+            str(r["rank"]), r["name"] + _misfit(r), "good" if r["good"] else "bad", stat(r, "steps", 0),
+            stat(r, "seconds", 1),
             f"{r['n_reached']}/{r['n_runs']}", stat(r, "best_val"), stat(r, "final_val", ci=False), test,
             f"{_num(r['ac_mean'])} / {_num(r['cv_mean'])} / {_num(r['cvac_mean'])}",
             _num(r["fluct_mean"], 4), _num(r["loss_gap_mean"]), "yes" if r.get("pareto") is True else "",

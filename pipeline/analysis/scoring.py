@@ -242,7 +242,15 @@ SEED_STATS = {"best_val": ("val_best", None), "final_val": ("val_final", None), 
 MEANS = {"ac": "summary/test_conf_mean", "cv": "summary/test_conf_std", "cvac": "summary/test_conf_class_std"}
 _RUN_FIELDS = ["group", *GROUP_COLUMNS, "candidate", "policy", *CANDIDATE_COLUMNS, "k_scale", "run_id", "run_name",
                "seed", "failure", "error", "reached", "steps_to", "seconds_to", "budget_steps", "seconds_per_step",
-               "target_source", *(c for c, _ in SEED_STATS.values()), *MEANS.values(), "val_late_std"]
+               "target_source", *(c for c, _ in SEED_STATS.values()), *MEANS.values(), "val_late_std", "policy_fit"]
+
+
+def policy_fit(values) -> str | None:
+    """A candidate's ``policy_fit`` over its runs' tags (:func:`pipeline.policies.fit.policy_fit`): the first verdict
+    other than ``ok`` (the policy did not show its shape in some run's budget), ``ok``, or None for runs recorded
+    without the tag."""
+    verdicts = [v for v in values if isinstance(v, str) and v]
+    return next((v for v in verdicts if v != "ok"), "ok" if verdicts else None)
 
 
 def _seed(value) -> int | None:
@@ -280,6 +288,7 @@ def _score(runs: list[dict], confidence: float, objective: Objective) -> dict:
         budget_steps=max(r["budget_steps"] for r in runs),
         seconds_per_step=_mean([r["seconds_per_step"] for r in runs]),
         target_source=",".join(sorted({r["target_source"] for r in runs})),
+        policy_fit=policy_fit(r["policy_fit"] for r in runs),
     )
     row.update(_stats_columns("steps", row["steps_values"], confidence, COST_BOUNDS))
     row.update(_stats_columns("seconds", row["seconds_values"], confidence, COST_BOUNDS))

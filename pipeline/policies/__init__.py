@@ -19,7 +19,7 @@ from .lr import (
     curve,
 )
 from .modern import CosineWarmup, LinearDecay, OneCycle, WarmupStableDecay
-from .momentum import CyclicMomentum, Demon, MomentumPolicy
+from .momentum import CyclicMomentum, Demon, MomentumPolicy, OneCycleMomentum
 from .spec import from_spec, to_spec
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Cos",
     "CosineWarmup",
     "CyclicMomentum",
+    "OneCycleMomentum",
     "Demon",
     "Exp",
     "Fix",

@@ -10,6 +10,8 @@ group next to the learning rate; nothing here touches an optimizer.
   *unbound* (``total_steps=None``) and the job binds it with :func:`for_run`.
 - :class:`CyclicMomentum` (Smith, "A disciplined approach to neural network hyper-parameters", 2018): a triangle
   wave that moves against a triangle LR of the same ``l``, high momentum where the LR is low.
+- :class:`OneCycleMomentum`: the momentum torch's ``OneCycleLR`` cycles (``cycle_momentum=True``) against a
+  one-cycle LR, to pair with :class:`OneCycle <pipeline.policies.modern.OneCycle>`; unbound like Demon.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import ClassVar, Protocol
 from .lr import _lrbench_value, _number, check_step, check_steps
 
 FIRST_MOMENTS = ("ema",)
+PROBE_STEPS = 1000  # an unbound one-cycle momentum's settings are checked on a cycle of this many steps
 
 
 class MomentumPolicy(Protocol):
@@ -151,14 +154,75 @@ class CyclicMomentum:
         return _describe(self, self.name)
 
 
+@dataclass(frozen=True)
+class OneCycleMomentum:
+    """The momentum of torch's ``OneCycleLR`` with ``cycle_momentum=True``, for the same arguments: from
+    ``max_momentum`` down to ``base_momentum`` while a one-cycle LR rises (to step ``pct_start * total_steps - 1``),
+    then back up to ``max_momentum`` while it anneals (``anneal_strategy`` as the LR's). ``phases=3`` is torch's
+    ``three_phase``: back up by ``2 * pct_start * total_steps - 2``, then flat. ``total_steps=None`` (the config's
+    default) is the run's optimizer steps, bound by :func:`for_run`, as the one-cycle LR's ``total_frac: 1.0``.
+    Give it the LR policy's ``pct_start``, ``anneal_strategy`` and ``phases`` (conf/momentum/one_cycle.yaml does)."""
+
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    phases: int = 2
+    total_steps: int | None = None
+    name: ClassVar[str] = "ONECYCLE"
+
+    def __post_init__(self) -> None:
+        from .modern import OneCycle
+
+        low = _momentum("base_momentum", self.base_momentum, "lowest momentum, where the LR peaks")
+        high = _momentum("max_momentum", self.max_momentum, "momentum at the start and the end of the cycle")
+        if high < low:
+            raise ValueError(f"max_momentum must be >= base_momentum, got base_momentum={self.base_momentum}, "
+                             f"max_momentum={self.max_momentum}")
+        object.__setattr__(self, "base_momentum", low)
+        object.__setattr__(self, "max_momentum", high)
+        # The LR twin checks pct_start, anneal_strategy, phases and (once bound) that every phase has a step.
+        twin = OneCycle(1.0, PROBE_STEPS if self.total_steps is None else self.total_steps, self.pct_start,
+                        self.anneal_strategy, phases=self.phases)
+        object.__setattr__(self, "phases", twin.phases)
+        object.__setattr__(self, "pct_start", twin.pct_start)
+        if self.total_steps is not None:
+            object.__setattr__(self, "total_steps", twin.total_steps)
+
+    def bound(self, total_steps: int) -> OneCycleMomentum:
+        return dataclasses.replace(self, total_steps=total_steps)
+
+    def __call__(self, t: int) -> float:
+        from .modern import _anneal
+
+        if self.total_steps is None:
+            raise ValueError("total_steps is not set: bind the policy to the run first (for_run)")
+        t = min(check_step(t), self.total_steps - 1)
+        rise_end = float(self.pct_start * self.total_steps) - 1
+        low, high = self.base_momentum, self.max_momentum
+        if self.phases == 3:
+            phases = [(rise_end, high, low), (float(2 * self.pct_start * self.total_steps) - 2, low, high),
+                      (self.total_steps - 1, high, high)]
+        else:
+            phases = [(rise_end, high, low), (self.total_steps - 1, low, high)]
+        i = next(i for i, (end, _, _) in enumerate(phases) if t <= end)
+        start = phases[i - 1][0] if i else 0.0
+        end, first, last = phases[i]
+        return _anneal(self.anneal_strategy, first, last, (t - start) / (end - start))
+
+    def describe(self) -> str:
+        return _describe(self, self.name)
+
+
 def for_run(policy: MomentumPolicy | None, total_steps: int) -> MomentumPolicy | None:
     """The momentum policy as a run of ``total_steps`` optimizer steps uses it.
 
-    An unbound :class:`Demon` gets ``T = total_steps``. A Demon whose ``total_steps`` was set in the config keeps
-    it (an override, e.g. for a run resumed with a longer budget); other policies need no horizon.
+    An unbound :class:`Demon` or :class:`OneCycleMomentum` gets ``T = total_steps``. One whose ``total_steps`` was
+    set in the config keeps it (an override, e.g. for a run resumed with a longer budget); other policies need no
+    horizon.
     """
     if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
         raise ValueError(f"total_steps must be an int >= 1 (the run's optimizer steps), got {total_steps!r}")
-    if isinstance(policy, Demon) and policy.total_steps is None:
+    if isinstance(policy, (Demon, OneCycleMomentum)) and policy.total_steps is None:
         return policy.bound(int(total_steps))
     return policy

@@ -3,12 +3,14 @@ logs no console error, and shows the scope, the headlines and the glossary; a ru
 objective charts and no summary charts, the objective's in the first screen. Screenshots are saved as test artifacts
 (test-artifacts/*.png)."""
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli, train_runs
@@ -29,10 +31,12 @@ def chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def layout(url: str, script: str, timeout_s: float = 180):
+def layout(url: str, script: str, screenshot: Path | None = None, window: tuple[int, int] = WINDOW,
+           timeout_s: float = 180):
     """What ``script`` (a JS expression; a promise is awaited) returns on ``url`` once loaded, in a window of
-    :data:`WINDOW`: the same headless Chromium, driven over its DevTools pipe (fd 3 in, fd 4 out, NUL-terminated
-    JSON), since ``--dump-dom`` has no layout to measure positions on."""
+    ``window`` CSS px; then a PNG of the window to ``screenshot``, if given. The same headless Chromium, driven over
+    its DevTools pipe (fd 3 in, fd 4 out, NUL-terminated JSON), since ``--dump-dom`` has no layout to measure
+    positions on, and ``--screenshot`` shoots before MLflow's charts are drawn."""
     to_chrome, from_chrome = os.pipe(), os.pipe()
     proc = subprocess.Popen(["bash", "-c", f'exec "$0" "$@" 3<&{to_chrome[0]} 4>&{from_chrome[1]}', CHROMIUM, *FLAGS,
                              "--remote-debugging-pipe", "about:blank"], pass_fds=(to_chrome[0], from_chrome[1]),
@@ -64,14 +68,17 @@ def layout(url: str, script: str, timeout_s: float = 180):
     try:
         target = call("Target.createTarget", url="about:blank")["targetId"]
         session = call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        call("Emulation.setDeviceMetricsOverride", session, width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1,
+        call("Emulation.setDeviceMetricsOverride", session, width=window[0], height=window[1], deviceScaleFactor=1,
              mobile=False)
         call("Page.navigate", session, url=url)
         deadline = time.monotonic() + timeout_s  # a bound on waiting for the page, not a measured duration
         while not _loaded(evaluate(session, "[location.href, document.readyState]"), url):
             assert time.monotonic() < deadline, f"{url} did not load"
             time.sleep(0.2)
-        return evaluate(session, script)
+        value = evaluate(session, script)
+        if screenshot is not None:
+            screenshot.write_bytes(base64.b64decode(call("Page.captureScreenshot", session, format="png")["data"]))
+        return value
     finally:
         try:
             call("Browser.close")
@@ -131,7 +138,7 @@ def test_report_opens_offline_in_headless_chromium_without_console_errors(tmp_pa
 
 # The run page's chart sections once drawn: each section's header ("val (6)"), its top and its charts' titles with
 # their tops, in CSS px from the top of the window; and the window's height. Waits (at most 2 min) for the last
-# section, which MLflow draws after the others.
+# section and for a plot in every chart MLflow has drawn (it draws only those near the window).
 CHART_LAYOUT = r"""
 new Promise(resolve => {
   const started = Date.now();
@@ -143,7 +150,9 @@ new Promise(resolve => {
   }));
   const poll = () => {
     const sections = read();
-    const drawn = sections.some(s => s.name.startsWith('Model metrics')) && sections.some(s => s.charts.length);
+    const titles = sections.reduce((n, s) => n + s.charts.length, 0);
+    const plots = document.querySelectorAll('.js-plotly-plot').length;  // a chart's plot, once its data is in
+    const drawn = sections.some(s => s.name.startsWith('Model metrics')) && titles > 0 && plots >= titles;
     if (drawn || Date.now() - started > 120000) resolve({height: window.innerHeight, sections});
     else setTimeout(poll, 250);
   };
@@ -175,7 +184,11 @@ def test_a_runs_mlflow_page_shows_val_acc_in_the_first_screen_and_lr_before_any_
 
     with mlflow_server(store_uri, tmp_path / "artifacts", tmp_path / "server.log") as (url, _):
         page = f"{url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics"
-        charts = layout(page, CHART_LAYOUT)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "mlflow_run.png"
+        shot.unlink(missing_ok=True)
+        charts = layout(page, CHART_LAYOUT, screenshot=shot)
+        assert shot.stat().st_size > 10_000
         height, sections = charts["height"], charts["sections"]
         # One section of charts per metric prefix, in MLflow's order (prefixes sorted, the unprefixed "Model metrics"
         # last): only curves now, no summary/* or test/* section of single-point charts above lr and val/*.
@@ -185,11 +198,6 @@ def test_a_runs_mlflow_page_shows_val_acc_in_the_first_screen_and_lr_before_any_
         # lr (with momentum, "Model metrics") follows the val/* curves: within the second screen, where it was
         # about 4,000 px down (29 summary/* and 6 test/* charts first) before issue 21.
         assert sections[2]["top"] < 2 * height, sections
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "mlflow_run.png"
-        shot.unlink(missing_ok=True)
-        result = chromium("--virtual-time-budget=20000", f"--screenshot={shot}", page, timeout=180)
-        assert result.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000, result.stderr[-2000:]
         overview = chromium("--virtual-time-budget=20000", "--dump-dom", f"{url}/#/experiments/{experiment_id}/runs/"
                             f"{run_id}", timeout=180)
         text = _visible_text(overview.stdout)

@@ -169,6 +169,7 @@ def test_autoassist_run_is_reproducible_and_logs_what_it_did(store_uri):
     assert metrics["summary/samples_to_acc_0.8"] == 64 * metrics["summary/steps_to_acc_0.8"]
     assert 0.3 <= metrics["summary/autoassist_accept_rate"] < 1
     assert metrics["summary/autoassist_s"] < 0.2 * metrics["summary/train_s"]  # cheap next to training
+    assert not any(key.startswith("summary/") for key in run.data.metrics)  # params, not single-point charts
 
 
 def test_plain_run_counts_the_samples_it_trained_on(store_uri):
@@ -260,5 +261,6 @@ def test_a_crashed_autoassist_run_resumes_from_its_checkpoint_and_finishes(store
     assert run.info.status == "FINISHED" and [r.info.run_id for r in train_runs(store_uri)] == [result.run_id]
     samples = _history(client, result.run_id, "train/samples")
     assert samples == [(t, 64.0 * (t + 1)) for t in range(30)]  # each step once, the count carried over
-    assert summaries(run.data.metrics, run.data.params)["summary/samples"] == 30 * 64
-    assert run.data.metrics["summary/autoassist_seen"] > 30 * 64  # counts from before the crash were restored
+    summary = summaries(run.data.metrics, run.data.params)
+    assert summary["summary/samples"] == 30 * 64
+    assert summary["summary/autoassist_seen"] > 30 * 64  # counts from before the crash were restored

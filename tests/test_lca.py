@@ -1,6 +1,7 @@
 """LCA: the quadrature conserves the loss change, splits when it must, aggregates exactly, and runs inside a job."""
 
 import csv
+import json
 import math
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from torch.utils.data import TensorDataset
 from pipeline.methods.lca.callback import LCACallback, is_measured
 from pipeline.methods.lca.loss import EvalLoss, eval_semantics
 from pipeline.methods.lca.quadrature import StepLCA, helping_fraction, layer_of, layer_sums, lca_step
+from pipeline.tracking.runs import summaries
 from pipeline.training.job import run_job
 
 
@@ -236,10 +238,13 @@ def test_lca_callback_in_a_job_logs_layer_series_summaries_csv_and_heatmap(store
         assert sorted(m.step for m in client.get_metric_history(result.run_id, key)) == [0, 5, 10, 15, 20, 25], key
     for m in client.get_metric_history(result.run_id, "lca/conservation_error"):
         assert m.value <= 1e-3
-    metrics = run.data.metrics
+    metrics = summaries(run.data.metrics, run.data.params)  # params summary.lca_*, not single-point charts
+    assert not any(key.startswith("summary/") for key in run.data.metrics)
     assert 0 < metrics["summary/lca_helping_frac"] < 1
     assert metrics["summary/lca_steps"] == 6 and metrics["summary/lca_s"] > 0
     cumulative = [metrics[f"summary/lca_cum/{layer}"] for layer in layers]
+    with open(client.download_artifacts(result.run_id, "summary.json")) as handle:  # one table: the run's and LCA's
+        assert {"lca_steps", "best_val_acc", *(f"lca_cum/{layer}" for layer in layers)} <= set(json.load(handle))
     rows = _artifact_csv(client, result.run_id)
     assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20, 25]
     for row in rows:  # the per-layer columns add up to the step's total

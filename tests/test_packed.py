@@ -15,6 +15,7 @@ from pipeline.packing.plan import group_jobs
 from pipeline.packing.run import plan_sweep, resolved, run_packed
 from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies import Cos, Demon, Fix, Sin2, Triangle2
+from pipeline.tracking.runs import summaries
 from pipeline.training.data.synthetic import Synthetic
 from pipeline.training.job import run_job
 from pipeline.training.models import LeNet5, ResNet20
@@ -23,6 +24,11 @@ from pipeline.training.scheduler import PolicyScheduler
 POLICIES = [Triangle2(k0=0.01, k1=0.06, l=5), Sin2(k0=0.01, k1=0.06, l=7), Cos(k0=0.001, k1=0.05, l=20)]
 # One thread: on the shared 2-core machine two threads are slower, and much slower for float64 convolutions.
 PACKED_TINY = [*TINY, "trainer.num_threads=1"]
+
+
+def summary_of(run) -> dict[str, float]:
+    """A run's end-of-run figures as the report reads them (params ``summary.*``)."""
+    return summaries(run.data.metrics, run.data.params)
 
 
 def _rule(**kwargs):
@@ -180,10 +186,14 @@ def test_packed_runs_record_what_lightning_runs_record_in_float64(store_uri):
     def history(run_id, key):
         return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
-    for key in ("train/loss", "lr", "momentum", "val/loss", "val/acc", "test/loss"):
+    for key in ("train/loss", "lr", "momentum", "val/loss", "val/acc"):
         packed, reference = history(results[1].run_id, key), history(alone.run_id, key)
         assert len(packed) == len(reference) > 0, key
         assert max(abs(a - b) for a, b in zip(packed, reference)) < 1e-10, key
+    packed, reference = (summary_of(client.get_run(r.run_id)) for r in (results[1], alone))
+    assert abs(packed["summary/test_loss"] - reference["summary/test_loss"]) < 1e-10
+    assert set(packed) == set(reference)  # the same summary, recorded the same way (params)
+    assert {"summary.csv", "lr_objective.png"} <= {a.path for a in client.list_artifacts(results[1].run_id)}
     tags = client.get_run(results[1].run_id).data.tags
     assert tags["packed"] == "3" and tags["policy"] == "sin2" and tags["momentum"] == "demon"
     assert len({client.get_run(r.run_id).data.tags["pack_id"] for r in results}) == 1
@@ -209,7 +219,8 @@ def test_packed_pool_sweep_records_three_finished_runs_with_every_step_of_each_p
         assert [v for _, v in lr] == pytest.approx([policy(t) for t in range(20)], rel=1e-12)
         loss_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
         assert loss_steps == list(range(20))
-        assert "test/acc" in run.data.metrics and run.data.metrics["summary/steps"] == 20
+        assert "summary/test_acc" in summary_of(run) and summary_of(run)["summary/steps"] == 20
+        assert not any(key.startswith(("summary/", "test/")) for key in run.data.metrics)
         assert {"config.yaml", "lr_curve.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
@@ -221,13 +232,13 @@ def test_a_diverging_copy_fails_and_freezes_while_the_others_finish(store_uri):
     client = MlflowClient(store_uri)
     failed = client.get_run(results[1].run_id)
     assert failed.info.status == "FAILED" and failed.data.tags["failure"] == "diverged"
-    assert failed.data.metrics["summary/diverged"] == 1 and "test/acc" not in failed.data.metrics
-    diverged_step = failed.data.metrics["summary/diverged_step"]
+    assert summary_of(failed)["summary/diverged"] == 1 and "summary/test_acc" not in summary_of(failed)
+    diverged_step = summary_of(failed)["summary/diverged_step"]
     assert max(m.step for m in client.get_metric_history(results[1].run_id, "lr")) == diverged_step
     for result in (results[0], results[2]):
         run = client.get_run(result.run_id)
-        assert run.data.metrics["summary/steps"] == 20 and run.data.metrics["summary/diverged"] == 0
-        assert "test/acc" in run.data.metrics
+        assert summary_of(run)["summary/steps"] == 20 and summary_of(run)["summary/diverged"] == 0
+        assert "summary/test_acc" in summary_of(run)
 
 
 @pytest.mark.parametrize(

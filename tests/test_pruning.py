@@ -172,6 +172,22 @@ def test_rung_settings_refuse_bad_values_naming_the_key():
     assert RungSettings(rung_frac=1 / 3).stop_step(60) == 20 and RungSettings(rung_frac=1.0).stop_step(60) is None
 
 
+def test_a_settled_finished_run_is_scored_by_its_summary_param_and_an_older_run_by_its_metric(store_uri):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.pruning import settled
+
+    client = MlflowClient(store_uri)
+    experiment_id = client.create_experiment("study")
+    now, older = client.create_run(experiment_id), client.create_run(experiment_id)
+    client.log_param(now.info.run_id, "summary.final_val_acc", "0.91")
+    client.log_metric(older.info.run_id, "summary/final_val_acc", 0.87)  # recorded before summaries were params
+    for run in (now, older):
+        client.set_terminated(run.info.run_id, "FINISHED")
+    assert settled(store_uri, [now.info.run_id, older.info.run_id]) == {now.info.run_id: 0.91,
+                                                                         older.info.run_id: 0.87}
+
+
 # -- the cooldown score --------------------------------------------------------------------------------------------
 
 

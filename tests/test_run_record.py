@@ -27,6 +27,9 @@ CHANGED_TAGS = {"run_key"}
 # Issue 21: end-of-run figures are params summary.<name> and a table artifact, not single-point summary/* metric charts
 # that push lr and val/* off the run's page; plus one figure of the LR and the objective over the steps.
 SUMMARY_METRICS = [m for m in BEFORE["metrics"] if m.startswith("summary/")]
+# Issue 21 too: the test-set values were six more single-point charts (test/*) above lr; they are the summary's
+# summary.test_* params (and rows of its table) now, which is all the report ever read of them.
+TEST_METRICS = [m for m in BEFORE["metrics"] if m.startswith("test/")]
 ADDED_ARTIFACTS = {"summary.csv", "summary.json", "lr_objective.png"}
 
 
@@ -38,13 +41,14 @@ def test_a_run_records_the_same_keys_tags_and_curves_as_before_the_reshape(store
     client = MlflowClient(store_uri)
     summary_params = {k for k in run.data.params if k.startswith("summary.")}
     assert summary_params == {"summary." + m.split("/", 1)[1] for m in SUMMARY_METRICS}
+    assert {"summary.test_" + m.split("/", 1)[1] for m in TEST_METRICS} <= summary_params
     assert sorted(set(run.data.params) - ADDED_PARAMS - summary_params) == BEFORE["params"]
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "git_commit"}
     assert set(tags) - set(ADDED_TAGS) == set(BEFORE["tags"])
     assert {k: v for k, v in tags.items() if k not in CHANGED_TAGS} == {
         **{k: v for k, v in BEFORE["tags"].items() if k not in CHANGED_TAGS}, **ADDED_TAGS}
     assert len(tags["run_key"]) == 16
-    assert sorted(run.data.metrics) == [m for m in BEFORE["metrics"] if m not in SUMMARY_METRICS]
+    assert sorted(run.data.metrics) == [m for m in BEFORE["metrics"] if m not in SUMMARY_METRICS + TEST_METRICS]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {*BEFORE["artifacts"], *ADDED_ARTIFACTS}
     for key in ("lr", "momentum"):
         history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)

@@ -44,7 +44,7 @@ def test_a_regression_run_is_judged_on_rmse_and_tagged_with_its_objective(store_
     assert (tags["model"], tags["dataset"]) == ("feedforward", "diabetes")
     assert metrics["summary/reached_rmse_1.5"] == 1.0 and metrics["summary/steps_to_rmse_1.5"] == 10
     assert metrics["summary/best_val_rmse"] <= metrics["summary/final_val_rmse"]
-    for key in ("val/rmse", "val/mae", "val/r2", "test/rmse", "summary/test_r2", "summary/val_rmse_last_std"):
+    for key in ("val/rmse", "val/mae", "val/r2", "summary/test_rmse", "summary/test_r2", "summary/val_rmse_last_std"):
         assert key in metrics
     assert not any("acc" in key for key in metrics)
     assert run.data.params["task.objective.metric"] == "rmse"
@@ -60,7 +60,7 @@ def test_a_language_model_run_on_integer_tokens_is_judged_on_perplexity(store_ur
     assert _tags(run)["objective_metric"] == "perplexity" and _tags(run)["model"] == "char_gru"
     assert metrics["summary/reached_perplexity_300"] == 1.0
     assert metrics["summary/best_val_perplexity"] < 256  # better than guessing among 256 byte values
-    assert {"val/loss", "val/acc", "test/perplexity", "summary/test_perplexity"} <= set(metrics)
+    assert {"val/loss", "val/acc", "summary/test_perplexity"} <= set(metrics)
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_a_users_lightning_module_gets_the_policy_the_metrics_and_the_run(store_
     policy = check(compose_job(*command)).policy.for_budget(24)  # the shipped triangle2, its cycle a budget fraction
     assert lrs == pytest.approx([policy(t) for t in range(24)])
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc"))
-    assert steps == [8, 16, 24] and "summary/best_val_acc" in _figures(run) and "test/acc" in _figures(run)
+    assert steps == [8, 16, 24] and "summary/best_val_acc" in _figures(run) and "summary/test_acc" in _figures(run)
     assert _tags(run)["model"] == "OwnModule"
 
 

@@ -21,8 +21,9 @@ Rules of a pack (``plan.py``; each broken rule is a ``ConfigError`` that names t
   ``32-true`` or ``64-true``.
 
 What a copy's run holds is what its own run would hold: ``lr``, ``momentum`` and ``train/loss`` at every optimizer
-step, ``val/*`` every ``trainer.eval_every_steps`` steps and at the end, ``test/*``, ``summary/*``, the config and
-LR-curve artifacts, and the usual tags plus ``packed`` (K) and ``pack_id``. Differences: ``summary/train_s`` and
+step, ``val/*`` every ``trainer.eval_every_steps`` steps and at the end, the summary (params ``summary.*``, the
+test values among them, and the table ``summary.csv``), the config, LR-curve and ``lr_objective.png`` artifacts,
+and the usual tags plus ``packed`` (K) and ``pack_id``. Differences: ``summary/train_s`` and
 ``seconds_to_*`` are the pack's wall-clock (K models trained in that time), and a pack keeps no checkpoints (a
 killed pack ends KILLED and starts over when run again). A copy that diverges ends FAILED (diverged) and is frozen
 (its updates are masked out) while the others go on.

@@ -135,5 +135,4 @@ def train_pack(nets: PackedNets, sgd: PackedSGD, copies: list[Copy], datamodule,
     tested = [k for k, c in enumerate(copies) if c.active]
     if tested:
         for k, values in evaluate(nets, test_loader, tested, num_classes, device, dtype).items():
-            copies[k].recorder.metrics({f"test/{key}": v for key, v in values.items()}, step)
-            copies[k].test = values
+            copies[k].test = values  # recorded in the summary (summary.test_*), as a separate run's

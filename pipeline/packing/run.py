@@ -20,7 +20,7 @@ from pipeline.packing.plan import PRECISION_DTYPES, asks_to_pack, check_same_but
 from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies.fit import policy_fit
 from pipeline.tracking import interrupts, packs, store
-from pipeline.training.artifacts import record_setup
+from pipeline.training.artifacts import record_curves, record_setup, record_summary
 from pipeline.training.assemble import build_training
 from pipeline.training.checkpoints import checkpoint_folder, job_lock
 from pipeline.training.identity import run_key, run_name, run_tags
@@ -111,20 +111,22 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
                                          .with_suffix(".lock")))
         stack.enter_context(interrupts.signals_as_interrupt())
         new_run = stack.enter_context(packs.run_opener(job0.tracking.uri, experiment_id, job0.tracking.flush_every))
-        copies = []
+        copies, titles = [], []
         for job, training in zip(jobs, trainings):
             fit = policy_fit(training.policy, training.total_steps)
             tags = {**run_tags(job, training.policy, training.momentum, run_key(job.config), fit.verdict),
                     "packed": str(len(jobs)), "pack_id": pack_id}
             name = run_name(job.choices, job.seed, job.run_name)
             recorder = new_run(name, tags)
-            record_setup(recorder, job.config, training.policy, training.total_steps, f"{job.policy_name}: {name}")
+            titles.append(f"{job.policy_name}: {name}")
+            record_setup(recorder, job.config, training.policy, training.total_steps, titles[-1])
             progress = RunProgress(targets=tuple(sorted(job.run.targets)))
             copies.append(Copy(recorder, training.policy, training.momentum, progress))
         print(f"pack {pack_id}: {len(copies)} jobs as one vectorised model on {device} ({dtype})", flush=True)
         train_pack(nets, sgd, copies, datamodule, job0.run, total_steps, device, dtype, datamodule.num_classes)
-        for c in copies:
-            c.recorder.metrics(summarize(c.progress, c.steps, c.train_s, c.test), c.steps)
+        for c, title in zip(copies, titles):  # as a separate run records them: params, table, one figure
+            record_summary(c.recorder, summarize(c.progress, c.steps, c.train_s, c.test), c.steps)
+            record_curves(c.recorder, c.policy, c.steps, c.progress.evals, title)
     return [JobResult(c.recorder.run_id, "FAILED" if c.recorder.failure else "FINISHED", c.recorder.failure)
             for c in copies]
 

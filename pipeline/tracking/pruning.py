@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from pipeline.tracking import interrupts, store
+from pipeline.tracking.runs import summaries
 
 PRUNED = "pruned"
 # Runs a decision ends: paused at a rung (RUNNING), or interrupted there (KILLED, not yet marked pruned). A run that
@@ -41,7 +42,8 @@ def settled(uri: str, run_ids: Iterable[str]) -> dict[str, float | None]:
     for run_id in run_ids:
         run = client.get_run(run_id)
         if run.info.status == "FINISHED":
-            found[run_id] = run.data.metrics.get("summary/final_val_acc")
+            # The summary is params now (summary.final_val_acc); runs recorded before them have it as a metric.
+            found[run_id] = summaries(run.data.metrics, run.data.params).get("summary/final_val_acc")
         elif run.info.status == "FAILED" and run.data.tags.get("failure") != "error":  # "error" runs are resumed
             found[run_id] = None
     return found

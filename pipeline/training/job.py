@@ -113,6 +113,8 @@ def run_job(cfg: DictConfig) -> JobResult:
                         score = metrics.progress.evals[-1][2]
                 if not paused:
                     summary = summarize(metrics.progress, trainer.global_step, metrics.train_seconds, test)
+                    for callback in callbacks[1:]:  # an opt-in method's own figures (summary/lca_*, autoassist_*)
+                        summary.update(getattr(callback, "summary", dict)())
                     record_summary(recorder, summary, trainer.global_step)
                     record_curves(recorder, training.policy, trainer.global_step, metrics.progress.evals,
                                   f"{job.policy_name}: {name}",

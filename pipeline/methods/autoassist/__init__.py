@@ -25,8 +25,9 @@ Parts, each small and testable alone:
   on the step's batches, measured before it learns from them; compare with ``1 - autoassist/informative_frac``, the
   accuracy of always answering "uninformative"), ``autoassist/informative_frac`` (share of the step's samples
   labelled informative), ``autoassist/seen`` (cumulative raw samples scored) and ``autoassist/threshold`` (the
-  running mean loss). At the end: ``summary/autoassist_*``. Samples and samples-to-target of *every* run, with or
-  without AutoAssist, are summarised by the metrics callback (``summary/samples``, ``summary/samples_to_acc_{T}``).
+  running mean loss). In the run's summary (params ``summary.autoassist_*``, the table): ``summary/autoassist_*``.
+  Samples and samples-to-target of *every* run, with or without AutoAssist, are summarised by the metrics callback
+  (``summary/samples``, ``summary/samples_to_acc_{T}``).
   :class:`~.callback.AutoAssist` holds the checked settings (the ``sampler`` config group); calling it with the data
   module and the run's recorder builds the callback.
 - :mod:`.summary`: the report's table of samples, steps and seconds to a target with and without AutoAssist.

@@ -86,11 +86,9 @@ class AutoAssistCallback(L.Callback):
         self._last_seen, self._last_kept = self.batches.seen, self.batches.kept
         return values
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.recorder.metrics(self.summary(), trainer.global_step)
-
     def summary(self) -> dict[str, float]:
-        """``summary/autoassist_*``: raw samples scored, share kept, mean assistant accuracy, seconds spent."""
+        """``summary/autoassist_*``: raw samples scored, share kept, mean assistant accuracy, seconds spent. The job
+        records them with the run's summary (params ``summary.autoassist_*`` and the summary table)."""
         seen = self.batches.seen
         return {
             "summary/autoassist_seen": float(seen),

@@ -83,11 +83,12 @@ class LCACallback(L.Callback):
         seed: seed of the evaluation subset (fixed, so every policy and job seed is measured on the same samples).
 
     Logged at step t (the step's index, as ``lr``): ``lca/<layer>``, ``lca/total``, ``lca/loss_change``,
-    ``lca/conservation_error``, ``lca/helping_frac``, ``lca/splits``. At the end of fit: ``summary/lca_helping_frac``
-    (mean over measured steps), ``summary/lca_cum/<layer>``, ``summary/lca_conservation_error_max``,
-    ``summary/lca_steps``, ``summary/lca_s`` (seconds spent in LCA; they are inside ``summary/train_s``), and the
-    artifacts ``lca/lca_layers.csv`` and ``lca/lca_heatmap.png``. Under DDP only global rank 0 computes and logs,
-    on the unwrapped module (no collective calls; SyncBatchNorm is refused with ``bn_mode="batch"``).
+    ``lca/conservation_error``, ``lca/helping_frac``, ``lca/splits``. In the run's summary (:meth:`summary`, params
+    ``summary.<name>``): ``summary/lca_helping_frac`` (mean over measured steps), ``summary/lca_cum/<layer>``,
+    ``summary/lca_conservation_error_max``, ``summary/lca_steps``, ``summary/lca_s`` (seconds spent in LCA; they are
+    inside ``summary/train_s``). At the end of fit, the artifacts ``lca/lca_layers.csv`` and ``lca/lca_heatmap.png``.
+    Under DDP only global rank 0 computes and logs, on the unwrapped module (no collective calls; SyncBatchNorm is
+    refused with ``bn_mode="batch"``).
     """
 
     def __init__(
@@ -193,10 +194,14 @@ class LCACallback(L.Callback):
         self.recorder.metrics({f"lca/{key}": value for key, value in {**layers, **totals}.items()}, step)
         self.rows.append({"step": step, "loss_before": result.loss_before, **totals, **layers})
 
+    def summary(self) -> dict[str, float]:
+        """``summary/lca_*`` (:func:`run_summary`), which the job records with the run's summary (params
+        ``summary.lca_*`` and the summary table, not single-point metric charts); none before a measured step."""
+        return run_summary(self.rows, self.cumulative, self.seconds) if self.rows else {}
+
     def on_fit_end(self, trainer, pl_module):
         if not trainer.is_global_zero or not self.rows:
             return
-        self.recorder.metrics(run_summary(self.rows, self.cumulative, self.seconds), trainer.global_step)
         title = f"LCA per layer per step ({self._loss.size} training samples)"
         with tempfile.TemporaryDirectory() as tmp:
             for path in write_artifacts(self.rows, list(self.cumulative), Path(tmp), title):

@@ -103,6 +103,19 @@ def test_a_users_lightning_module_gets_the_policy_the_metrics_and_the_run(store_
 
 
 @pytest.mark.slow
+def test_a_users_lightning_module_that_never_logs_the_objective_exits_2_before_any_run(tmp_path, store_uri):
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (OWN, os.environ.get("PYTHONPATH")) if p)}
+    proc = run_cli("model._target_=own.UnprefixedModule", "dataset=custom", "dataset._target_=own.Blobs",
+                   "trainer.max_steps=8", *QUICK, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error == ["error: task.objective.metric: UnprefixedModule never logs val/acc in validation (it logs "
+                     "val_acc, val_loss); log it with self.log('val/acc', ...), or set task.objective.metric to a "
+                     "metric it logs as val/<metric>"]
+    assert train_runs(store_uri) == []
+
+
+@pytest.mark.slow
 def test_a_model_that_does_not_fit_the_task_exits_2_with_one_line_and_creates_no_run(tmp_path, store_uri):
     proc = run_cli("task=regression", "dataset=synthetic", cwd=tmp_path)
     assert proc.returncode == 2

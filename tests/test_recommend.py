@@ -342,3 +342,19 @@ def test_the_composites_command_repeats_the_seeds_budget_and_every_changed_setti
     assert args[:3] == ["--config-dir", "/out", "+policy=proposed_composite"]
     assert args[3:] == [*proposal.overrides, "seed=0,1", "tracking.experiment='my exp'",
                         "tracking.uri=sqlite:////s/m.db", "--multirun"]
+
+
+def test_the_composites_command_names_the_runs_task_and_repeats_its_changed_objective():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "task": "language_model",
+              "param.task._target_": "pipeline.tasks.language_model.LanguageModel",
+              "param.task.objective.metric": "loss", "param.task.objective.mode": "min"}
+    best = _best(make_run("triangle2", 0, 30, params=params), make_run("triangle2", 1, 40, params=params))
+    defaults = composite.group_defaults(ROOT / "conf", {"model": "char_gru", "dataset": "fortunes",
+                                                        "optimizer": "momentum", "task": "language_model"})
+    assert defaults["task.objective.metric"] == "perplexity"  # the option's task node, not its global settings
+    proposal = composite.propose_composite(best, params, 0.1, defaults)
+    assert proposal.overrides[0] == "task=language_model"  # without it the command trains a classifier
+    assert "task.objective.metric=loss" in proposal.overrides and not any("_target_" in o for o in proposal.overrides)
+    classification = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100, "task":
+                                                        "classification"}, 0.1)
+    assert not any(o.startswith("task") for o in classification.overrides)  # the default: commands as before

@@ -27,7 +27,9 @@ COMPOSITE_TARGET = "pipeline.policies.Composite"
 FIX_TARGET = "pipeline.policies.Fix"
 POLICY_CONFIG = "policy_config"  # the run's param (and runs-table column) holding its policy's JSON spec
 # Settings a verification run takes from the recorded run, as param.<group>.<key>: the groups of a job's config.
-SETTING_GROUPS = ("trainer", "dataset", "model", "optimizer", "momentum", "warmup")
+SETTING_GROUPS = ("trainer", "dataset", "model", "optimizer", "momentum", "warmup", "task")
+# The task of a run without a task tag (recorded before tasks existed), and the default one: not repeated.
+DEFAULT_TASK = "classification"
 # Never repeated: the budget (the proposal sets it), display-only and per-machine settings.
 SKIPPED_SETTINGS = {"trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.checkpoint_dir"}
 
@@ -145,6 +147,9 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
             "segments": [{"until_steps": until, "policy": to_spec(layers.base)},
                          {"policy": {"_target_": FIX_TARGET, "k0": _significant(tail / k_scale)}}]}
     overrides = [f"{g}={best[g]}" for g in ("model", "dataset", "optimizer") if isinstance(best.get(g), str)]
+    task = params.get("task")
+    if isinstance(task, str) and task and task != DEFAULT_TASK:  # its loss, metrics and objective; model and data
+        overrides.insert(0, f"task={task}")
     if best["momentum"] != "none":
         overrides.append(f"momentum={best['momentum']}")
     if best["warmup"] != "none":
@@ -184,6 +189,8 @@ def group_defaults(conf_dir: str | Path, choices: Mapping[str, str]) -> dict[str
         node = OmegaConf.load(path)
         raw = OmegaConf.to_container(node, resolve=False)
         raw.pop("defaults", None)
+        if group == "task":  # a task option is a _global_ package: its own settings are its task node
+            raw = raw.get("task") or {}
         out.update({k: v for k, v in flatten(raw, f"{group}.").items() if "${" not in v})
     return out
 

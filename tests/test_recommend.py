@@ -358,3 +358,14 @@ def test_the_composites_command_names_the_runs_task_and_repeats_its_changed_obje
     classification = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100, "task":
                                                         "classification"}, 0.1)
     assert not any(o.startswith("task") for o in classification.overrides)  # the default: commands as before
+
+
+def test_the_composites_command_keeps_the_users_own_config_folders_on_the_search_path():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "config_dirs": json.dumps(["/home/me/conf", "/home/me/more"])}
+    best = _best(make_run("triangle2", 0, 30, params=params), make_run("triangle2", 1, 40, params=params))
+    proposal = composite.propose_composite(best, params, 0.1)
+    args = composite.training_arguments(proposal, "/out", "proposed_composite")
+    assert args[:4] == ["--config-dir", "/out", "hydra.searchpath=[file:///home/me/conf,file:///home/me/more]",
+                        "+policy=proposed_composite"]
+    plain = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.1)
+    assert not any(a.startswith("hydra.searchpath") for a in composite.training_arguments(plain, "/out", "p"))

@@ -75,6 +75,17 @@ def test_a_users_own_model_and_dataset_train_under_their_own_names(store_uri, mo
 
 
 @pytest.mark.slow
+def test_the_command_line_tags_a_users_own_model_and_dataset_with_their_class_names(tmp_path, store_uri):
+    # Through Hydra's app, whose task function gets the config without its hydra node (compose_job keeps it).
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (OWN, os.environ.get("PYTHONPATH")) if p)}
+    proc = run_cli("model._target_=own.TinyNet", "dataset=custom", "dataset._target_=own.Blobs", "trainer.max_steps=4",
+                   "trainer.eval_every_steps=4", "trainer.targets=[0.5]", *QUICK, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = train_runs(store_uri)
+    assert (_tags(run)["model"], _tags(run)["dataset"]) == ("TinyNet", "Blobs")  # never the options' lenet5/custom
+
+
+@pytest.mark.slow
 def test_an_embedding_model_trains_on_integer_tokens_of_a_users_dataset(store_uri, monkeypatch):
     monkeypatch.syspath_prepend(OWN)
     # Only model._target_ is overridden: char_gru's own settings are removed, since Embedder takes none of them.
@@ -161,10 +172,21 @@ def test_the_worked_example_sweeps_its_own_model_and_data_and_writes_the_report(
     examples = tmp_path / "examples"
     shutil.copytree(ROOT / "examples", examples)
     env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "report"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(["bash", str(examples / "run.sh"), "trainer.max_steps=40", "hydra.launcher.n_jobs=2"],
+    proc = subprocess.run(["bash", str(examples / "run.sh"), "hydra.launcher.n_jobs=2"],  # as README shows it
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = train_runs(store_uri, "own-digits")
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
     assert {(r.data.tags["model"], r.data.tags["dataset"]) for r in runs} == {("tiny_cnn", "digits")}
     assert (tmp_path / "report" / "report.html").is_file()
+    # The report's "Run it" command finds the example's own options (model/tiny_cnn, dataset/digits) again.
+    import json
+    import shlex
+
+    (group,) = json.loads((tmp_path / "report" / "report.json").read_text())["groups"]
+    command = shlex.split(group["composite_command"])
+    assert command[:3] == ["python", "-m", "pipeline"] and command[-1] == "--multirun"
+    args = [a for a in command[3:-1] if not a.startswith("seed=")]  # one job's config, printed (--cfg), not trained
+    shown = subprocess.run([sys.executable, "-m", "pipeline", *args, "--cfg", "job"], cwd=examples, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "_target_: own_model.TinyCNN" in shown.stdout, shown.stderr[-2000:]

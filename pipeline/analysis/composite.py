@@ -44,6 +44,7 @@ class CompositeProposal:
     rule: str
     total_steps: int = 0      # the run's optimizer steps (its budget)
     seeds: tuple = field(default=())  # the recommended policy's seeds, which a verification repeats
+    config_dirs: tuple = field(default=())  # the user's own config folders the run was composed with (its options)
 
 
 class NotProposed(ValueError):
@@ -167,7 +168,17 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     rule = (f"{best['name']} until optimizer step {switch} (where its slowest seed reached the target), then FIX "
             f"at {tail_factor:g} × its LR there ({lr_at_switch:.4g} → {tail:.4g}) for the rest of the budget")
     seeds = tuple(sorted(s for s in best.get("seeds", []) if s is not None))
-    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds)
+    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds,
+                             _config_dirs(params.get("config_dirs")))
+
+
+def _config_dirs(tag) -> tuple[str, ...]:
+    """The run's ``config_dirs`` tag (a JSON list of folders); () where absent or not such a list."""
+    try:
+        dirs = json.loads(tag) if isinstance(tag, str) else []
+    except ValueError:
+        return ()
+    return tuple(d for d in dirs if isinstance(d, str) and d) if isinstance(dirs, list) else ()
 
 
 # -- the sweep that verifies a proposal ----------------------------------------------------------------------------
@@ -224,10 +235,14 @@ def setting_overrides(params: Mapping[str, object], defaults: Mapping[str, str])
 def training_arguments(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,
                        uri: str | None = None, sweep_dir: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The arguments of ``python -m pipeline`` that train the proposal as a sweep over the recommended policy's
-    seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``;
-    ``experiment`` and ``uri`` put the runs beside the ones they are compared with; ``extra`` overrides go last
-    (before the ``--multirun`` flag, after which Hydra takes no override)."""
-    args = ["--config-dir", config_dir, f"+policy={name}", *proposal.overrides]
+    seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``, the
+    run's own config folders (its ``model``, ``dataset``... options of the user's own) stay on the search path
+    through ``hydra.searchpath``; ``experiment`` and ``uri`` put the runs beside the ones they are compared with;
+    ``extra`` overrides go last (before the ``--multirun`` flag, after which Hydra takes no override)."""
+    args = ["--config-dir", config_dir]
+    if proposal.config_dirs:
+        args.append("hydra.searchpath=[" + ",".join(_hydra_value(f"file://{d}") for d in proposal.config_dirs) + "]")
+    args += [f"+policy={name}", *proposal.overrides]
     if proposal.seeds:
         args.append("seed=" + ",".join(str(s) for s in proposal.seeds))
     if experiment:

@@ -96,6 +96,9 @@ class Job:
     # The task (pipeline.tasks: loss, evaluation metrics, output check) and the objective a run is judged on.
     task: Any = None
     objective: Any = None
+    # The user's own config folders the job was composed with (--config-dir, hydra.searchpath), absolute: a command
+    # that re-creates the job (the report's "Run it") names them again.
+    config_dirs: tuple[str, ...] = ()
 
     @property
     def policy_name(self) -> str:

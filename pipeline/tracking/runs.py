@@ -31,7 +31,8 @@ PAGE_SIZE = 50_000
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Tags copied into columns; momentum and warmup default to "none" (a constant momentum, no warm-up).
 TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "momentum", "warmup", "sampler", "study",
-               "failure", "error", "git_commit", "run_key", "task", "objective_metric", "objective_mode", "verifies")
+               "failure", "error", "git_commit", "run_key", "task", "objective_metric", "objective_mode", "verifies",
+               "config_dirs")
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy, its budget and the
 # settings a verification run repeats.
 PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.", "dataset.", "model.",

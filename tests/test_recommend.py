@@ -369,3 +369,15 @@ def test_the_composites_command_keeps_the_users_own_config_folders_on_the_search
                         "+policy=proposed_composite"]
     plain = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.1)
     assert not any(a.startswith("hydra.searchpath") for a in composite.training_arguments(plain, "/out", "p"))
+
+
+def test_the_composites_command_for_a_class_named_run_starts_from_its_option_and_sets_the_class():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "model_option": "lenet5", "dataset_option": "custom",
+              "param.model._target_": "own.TinyNet", "param.dataset._target_": "own.Blobs"}
+    group = ("TinyNet", "Blobs", "momentum")
+    best = _best(make_run("triangle2", 0, 30, params=params, group=group),
+                 make_run("triangle2", 1, 40, params=params, group=group))
+    proposal = composite.propose_composite(best, params, 0.1)
+    # model=TinyNet names no option (Hydra: Could not find 'model/TinyNet'); the option it started from does
+    assert proposal.overrides[:5] == ["model=lenet5", "model._target_=own.TinyNet", "dataset=custom",
+                                      "dataset._target_=own.Blobs", "optimizer=momentum"]

@@ -83,6 +83,7 @@ def test_the_command_line_tags_a_users_own_model_and_dataset_with_their_class_na
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = train_runs(store_uri)
     assert (_tags(run)["model"], _tags(run)["dataset"]) == ("TinyNet", "Blobs")  # never the options' lenet5/custom
+    assert (_tags(run)["model_option"], _tags(run)["dataset_option"]) == ("lenet5", "custom")  # for "Run it"
 
 
 @pytest.mark.slow

@@ -147,10 +147,10 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     node = {"_target_": COMPOSITE_TARGET, "_convert_": "all", "clock": "local",
             "segments": [{"until_steps": until, "policy": to_spec(layers.base)},
                          {"policy": {"_target_": FIX_TARGET, "k0": _significant(tail / k_scale)}}]}
-    overrides = [f"{g}={best[g]}" for g in ("model", "dataset", "optimizer") if isinstance(best.get(g), str)]
-    task = params.get("task")
-    if isinstance(task, str) and task and task != DEFAULT_TASK:  # its loss, metrics and objective; model and data
-        overrides.insert(0, f"task={task}")
+    task = _group_overrides(params, "task", params.get("task"))
+    overrides = [] if task == [f"task={DEFAULT_TASK}"] else task  # the default task: commands as before tasks
+    for g in ("model", "dataset", "optimizer"):
+        overrides += _group_overrides(params, g, best.get(g))
     if best["momentum"] != "none":
         overrides.append(f"momentum={best['momentum']}")
     if best["warmup"] != "none":
@@ -170,6 +170,21 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     seeds = tuple(sorted(s for s in best.get("seeds", []) if s is not None))
     return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds,
                              _config_dirs(params.get("config_dirs")))
+
+
+def _group_overrides(params: Mapping[str, object], group: str, name) -> list[str]:
+    """The overrides that choose what the run's ``group`` was: its option (``model=lenet5``); for a run tagged with
+    a class name or a given name, the option it started from (its ``<group>_option`` tag), the class that ran and
+    the name (``model=lenet5 model._target_=own.TinyNet``)."""
+    option = params.get(f"{group}_option")
+    if not isinstance(option, str) or not option:
+        return [f"{group}={name}"] if isinstance(name, str) and name else []
+    out = [f"{group}={option}"]
+    for key, prefix in (("_target_", ""), ("name", "++")):
+        value = params.get(f"param.{group}.{key}")
+        if isinstance(value, str) and value:
+            out.append(f"{prefix}{group}.{key}={_hydra_value(value)}")
+    return out
 
 
 def _config_dirs(tag) -> tuple[str, ...]:

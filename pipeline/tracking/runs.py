@@ -32,7 +32,7 @@ TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Tags copied into columns; momentum and warmup default to "none" (a constant momentum, no warm-up).
 TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "momentum", "warmup", "sampler", "study",
                "failure", "error", "git_commit", "run_key", "task", "objective_metric", "objective_mode", "verifies",
-               "config_dirs")
+               "config_dirs", "model_option", "dataset_option", "task_option")
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy, its budget and the
 # settings a verification run repeats.
 PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.", "dataset.", "model.",

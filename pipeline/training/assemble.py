@@ -1,5 +1,6 @@
 """What one job trains: the data loaded, the model built for its shapes (and checked against the task on the first
-real batch), and the policy fixed to the run's number of optimizer steps (known only once the data is loaded)."""
+real batch; a LightningModule of the user's own: that it logs the objective in validation, on one batch), and the
+policy fixed to the run's number of optimizer steps (known only once the data is loaded)."""
 
 from __future__ import annotations
 

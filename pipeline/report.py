@@ -255,6 +255,11 @@ def report(options, uri: str, laps: Laps) -> None:
         unscored = scoring.not_counted_text(group_runs)
         best = group_ranked[group_ranked["good"]].iloc[0].to_dict() if group_ranked["good"].any() else None
         choices = {k: best[k] for k in ("model", "dataset", "optimizer", "momentum", "warmup")} if best else {}
+        for k in ("task", "model", "dataset") if best else ():  # the option's file holds the defaults, not a class
+            column = f"{k}_option" if f"{k}_option" in group_runs and group_runs[f"{k}_option"].notna().any() else k
+            values = group_runs[column].dropna() if column in group_runs else ()
+            if len(values):
+                choices[k] = values.iloc[0]
         rec = recommend.recommendation_for(group_ranked, outcomes, group_lr, options.target, options.rank_by,
                                            options.baseline, options.alpha, options.budget_s, options.tail_factor,
                                            composite.group_defaults(CONF_DIR, choices), g, unscored)

@@ -78,15 +78,39 @@ def done_job(cfg: DictConfig):
     return JobResult(done.run_id, done.status, done.failure)
 
 
+def failed_job_tags(cfg: DictConfig) -> dict[str, str]:
+    """The tags of a job whose run could not start, as far as its config can be read, the same as its siblings'
+    runs carry: the group choices with the names of what would have run (model, dataset, task), the seed, and the
+    objective (``objective_metric``/``objective_mode``), so the report groups and scopes it with them. The objective
+    is read without ``trainer.targets``: a target out of range is a common reason to fail, and leaves it readable."""
+    from pipeline.config.checks import check_task, group_choices, ran_as
+    from pipeline.training.identity import base_tags, objective_tags
+
+    choices = group_choices(cfg)
+    for group in ("model", "dataset", "task"):
+        try:
+            name = ran_as(cfg, group)
+        except Exception:  # noqa: BLE001 - unreadable: the group's option stands
+            continue
+        if name is not None:
+            choices[group] = name
+    try:
+        task, objective = check_task(cfg, ())
+    except Exception:  # noqa: BLE001 - a task or objective that is itself the error: no objective tags
+        return base_tags(choices, OmegaConf.select(cfg, "seed"))
+    choices.setdefault("task", task.name)
+    return {**base_tags(choices, OmegaConf.select(cfg, "seed")), **objective_tags(objective)}
+
+
 def record_job_failure(cfg: DictConfig, exc: BaseException, failure: str):
-    """Record a sweep job that failed before its run could start (e.g. a bad value) as a FAILED child run; a sweep
-    run again updates the record it made the first time instead of adding a second one."""
-    from pipeline.config.checks import group_choices
-    from pipeline.training.identity import base_tags, run_name
+    """Record a sweep job that failed before its run could start (e.g. a bad value) as a FAILED child run, tagged as
+    its siblings are (:func:`failed_job_tags`); a sweep run again updates the record it made the first time instead
+    of adding a second one."""
+    from pipeline.training.identity import run_name
     from pipeline.training.job import JobResult
 
     seed = OmegaConf.select(cfg, "seed")
-    tags = base_tags(group_choices(cfg), seed)
+    tags = failed_job_tags(cfg)
     key = _job_key(cfg)
     try:
         uri = store.resolve_uri(OmegaConf.select(cfg, "tracking.uri"))

@@ -94,3 +94,13 @@ class OwnModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+class UnprefixedModule(OwnModule):
+    """A common slip: its metrics logged as ``val_loss`` / ``val_acc``, so the objective ``val/acc`` never is."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())

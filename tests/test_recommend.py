@@ -342,3 +342,42 @@ def test_the_composites_command_repeats_the_seeds_budget_and_every_changed_setti
     assert args[:3] == ["--config-dir", "/out", "+policy=proposed_composite"]
     assert args[3:] == [*proposal.overrides, "seed=0,1", "tracking.experiment='my exp'",
                         "tracking.uri=sqlite:////s/m.db", "--multirun"]
+
+
+def test_the_composites_command_names_the_runs_task_and_repeats_its_changed_objective():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "task": "language_model",
+              "param.task._target_": "pipeline.tasks.language_model.LanguageModel",
+              "param.task.objective.metric": "loss", "param.task.objective.mode": "min"}
+    best = _best(make_run("triangle2", 0, 30, params=params), make_run("triangle2", 1, 40, params=params))
+    defaults = composite.group_defaults(ROOT / "conf", {"model": "char_gru", "dataset": "fortunes",
+                                                        "optimizer": "momentum", "task": "language_model"})
+    assert defaults["task.objective.metric"] == "perplexity"  # the option's task node, not its global settings
+    proposal = composite.propose_composite(best, params, 0.1, defaults)
+    assert proposal.overrides[0] == "task=language_model"  # without it the command trains a classifier
+    assert "task.objective.metric=loss" in proposal.overrides and not any("_target_" in o for o in proposal.overrides)
+    classification = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100, "task":
+                                                        "classification"}, 0.1)
+    assert not any(o.startswith("task") for o in classification.overrides)  # the default: commands as before
+
+
+def test_the_composites_command_keeps_the_users_own_config_folders_on_the_search_path():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "config_dirs": json.dumps(["/home/me/conf", "/home/me/more"])}
+    best = _best(make_run("triangle2", 0, 30, params=params), make_run("triangle2", 1, 40, params=params))
+    proposal = composite.propose_composite(best, params, 0.1)
+    args = composite.training_arguments(proposal, "/out", "proposed_composite")
+    assert args[:4] == ["--config-dir", "/out", "hydra.searchpath=[file:///home/me/conf,file:///home/me/more]",
+                        "+policy=proposed_composite"]
+    plain = composite.propose_composite(best, {**POLICY_PARAMS, "summary/steps": 100}, 0.1)
+    assert not any(a.startswith("hydra.searchpath") for a in composite.training_arguments(plain, "/out", "p"))
+
+
+def test_the_composites_command_for_a_class_named_run_starts_from_its_option_and_sets_the_class():
+    params = {**POLICY_PARAMS, "summary/steps": 100, "model_option": "lenet5", "dataset_option": "custom",
+              "param.model._target_": "own.TinyNet", "param.dataset._target_": "own.Blobs"}
+    group = ("TinyNet", "Blobs", "momentum")
+    best = _best(make_run("triangle2", 0, 30, params=params, group=group),
+                 make_run("triangle2", 1, 40, params=params, group=group))
+    proposal = composite.propose_composite(best, params, 0.1)
+    # model=TinyNet names no option (Hydra: Could not find 'model/TinyNet'); the option it started from does
+    assert proposal.overrides[:5] == ["model=lenet5", "model._target_=own.TinyNet", "dataset=custom",
+                                      "dataset._target_=own.Blobs", "optimizer=momentum"]

@@ -58,3 +58,27 @@ def test_failing_jobs_are_recorded_and_the_sweep_finishes_the_others(tmp_path, s
     assert all("policy.l must be > 0" in r.data.tags["error"] for r in config_failures)
     parent = _parents(store_uri)[0]
     assert parent.info.status == "FAILED" and parent.data.tags["sweep.failed"] == "3"
+
+
+def test_a_sweep_job_refused_before_its_run_is_tagged_with_the_objective_of_its_siblings(store_uri):
+    from conftest import compose_job
+
+    from pipeline.analysis.objective import Objective
+    from pipeline.analysis.scoring import scope_objective
+    from pipeline.config.checks import ConfigError, check
+    from pipeline.sweep import record_job_failure
+    from pipeline.tracking.runs import load_scope
+    from pipeline.training.identity import base_tags, objective_tags
+
+    bad = compose_job("task=regression", "trainer.targets=[-1]")  # an RMSE target of -1: refused by check()
+    with pytest.raises(ConfigError, match=r"^trainer\.targets\[0\]") as refused:
+        check(bad)
+    result = record_job_failure(bad, refused.value, "config")
+    (run,) = train_runs(store_uri)
+    assert run.info.run_id == result.run_id and run.data.tags["failure"] == "config"
+    sibling = check(compose_job("task=regression"))  # the same job with a good target: what its run is tagged
+    expected = {**base_tags(sibling.choices, sibling.seed), **objective_tags(sibling.objective)}
+    assert {k: run.data.tags.get(k) for k in expected} == expected
+    assert (expected["task"], expected["objective_metric"], expected["objective_mode"]) == ("regression", "rmse", "min")
+    runs, _ = load_scope(store_uri, ["lrbench"], scope="all")  # the report scopes it with its siblings' objective
+    assert scope_objective(runs) == Objective("rmse", "min")

@@ -75,6 +75,18 @@ def test_a_users_own_model_and_dataset_train_under_their_own_names(store_uri, mo
 
 
 @pytest.mark.slow
+def test_the_command_line_tags_a_users_own_model_and_dataset_with_their_class_names(tmp_path, store_uri):
+    # Through Hydra's app, whose task function gets the config without its hydra node (compose_job keeps it).
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (OWN, os.environ.get("PYTHONPATH")) if p)}
+    proc = run_cli("model._target_=own.TinyNet", "dataset=custom", "dataset._target_=own.Blobs", "trainer.max_steps=4",
+                   "trainer.eval_every_steps=4", "trainer.targets=[0.5]", *QUICK, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = train_runs(store_uri)
+    assert (_tags(run)["model"], _tags(run)["dataset"]) == ("TinyNet", "Blobs")  # never the options' lenet5/custom
+    assert (_tags(run)["model_option"], _tags(run)["dataset_option"]) == ("lenet5", "custom")  # for "Run it"
+
+
+@pytest.mark.slow
 def test_an_embedding_model_trains_on_integer_tokens_of_a_users_dataset(store_uri, monkeypatch):
     monkeypatch.syspath_prepend(OWN)
     # Only model._target_ is overridden: char_gru's own settings are removed, since Embedder takes none of them.
@@ -100,6 +112,19 @@ def test_a_users_lightning_module_gets_the_policy_the_metrics_and_the_run(store_
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc"))
     assert steps == [8, 16, 24] and "summary/best_val_acc" in _figures(run) and "summary/test_acc" in _figures(run)
     assert _tags(run)["model"] == "OwnModule"
+
+
+@pytest.mark.slow
+def test_a_users_lightning_module_that_never_logs_the_objective_exits_2_before_any_run(tmp_path, store_uri):
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (OWN, os.environ.get("PYTHONPATH")) if p)}
+    proc = run_cli("model._target_=own.UnprefixedModule", "dataset=custom", "dataset._target_=own.Blobs",
+                   "trainer.max_steps=8", *QUICK, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error == ["error: task.objective.metric: UnprefixedModule never logs val/acc in validation (it logs "
+                     "val_acc, val_loss); log it with self.log('val/acc', ...), or set task.objective.metric to a "
+                     "metric it logs as val/<metric>"]
+    assert train_runs(store_uri) == []
 
 
 @pytest.mark.slow
@@ -148,10 +173,21 @@ def test_the_worked_example_sweeps_its_own_model_and_data_and_writes_the_report(
     examples = tmp_path / "examples"
     shutil.copytree(ROOT / "examples", examples)
     env = {**os.environ, "PY": sys.executable, "OUT": str(tmp_path / "report"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(["bash", str(examples / "run.sh"), "trainer.max_steps=40", "hydra.launcher.n_jobs=2"],
+    proc = subprocess.run(["bash", str(examples / "run.sh"), "hydra.launcher.n_jobs=2"],  # as README shows it
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = train_runs(store_uri, "own-digits")
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
     assert {(r.data.tags["model"], r.data.tags["dataset"]) for r in runs} == {("tiny_cnn", "digits")}
     assert (tmp_path / "report" / "report.html").is_file()
+    # The report's "Run it" command finds the example's own options (model/tiny_cnn, dataset/digits) again.
+    import json
+    import shlex
+
+    (group,) = json.loads((tmp_path / "report" / "report.json").read_text())["groups"]
+    command = shlex.split(group["composite_command"])
+    assert command[:3] == ["python", "-m", "pipeline"] and command[-1] == "--multirun"
+    args = [a for a in command[3:-1] if not a.startswith("seed=")]  # one job's config, printed (--cfg), not trained
+    shown = subprocess.run([sys.executable, "-m", "pipeline", *args, "--cfg", "job"], cwd=examples, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "_target_: own_model.TinyCNN" in shown.stdout, shown.stderr[-2000:]

@@ -174,7 +174,10 @@ def test_an_option_from_the_users_own_config_folder_is_tagged_with_its_option_na
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["dataset=synthetic", f"hydra.searchpath=[file://{tmp_path}]",
                                                       "model=tiny"], return_hydra_config=True)
-    assert check(cfg).choices["model"] == "tiny"
+    job = check(cfg)
+    assert job.choices["model"] == "tiny"
+    assert job.config_dirs == (str(tmp_path.resolve()),)  # the report's Run-it command puts it on the search path
+    assert check(compose_job("dataset=synthetic")).config_dirs == ()  # the project's conf/ is not the user's
 
 
 # -- data: integer inputs stay integer, a Dataset is read lazily --------------------------------------------------

@@ -27,7 +27,9 @@ COMPOSITE_TARGET = "pipeline.policies.Composite"
 FIX_TARGET = "pipeline.policies.Fix"
 POLICY_CONFIG = "policy_config"  # the run's param (and runs-table column) holding its policy's JSON spec
 # Settings a verification run takes from the recorded run, as param.<group>.<key>: the groups of a job's config.
-SETTING_GROUPS = ("trainer", "dataset", "model", "optimizer", "momentum", "warmup")
+SETTING_GROUPS = ("trainer", "dataset", "model", "optimizer", "momentum", "warmup", "task")
+# The task of a run without a task tag (recorded before tasks existed), and the default one: not repeated.
+DEFAULT_TASK = "classification"
 # Never repeated: the budget (the proposal sets it), display-only and per-machine settings.
 SKIPPED_SETTINGS = {"trainer.max_steps", "trainer.max_epochs", "trainer.progress", "trainer.checkpoint_dir"}
 
@@ -42,6 +44,7 @@ class CompositeProposal:
     rule: str
     total_steps: int = 0      # the run's optimizer steps (its budget)
     seeds: tuple = field(default=())  # the recommended policy's seeds, which a verification repeats
+    config_dirs: tuple = field(default=())  # the user's own config folders the run was composed with (its options)
 
 
 class NotProposed(ValueError):
@@ -144,7 +147,10 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     node = {"_target_": COMPOSITE_TARGET, "_convert_": "all", "clock": "local",
             "segments": [{"until_steps": until, "policy": to_spec(layers.base)},
                          {"policy": {"_target_": FIX_TARGET, "k0": _significant(tail / k_scale)}}]}
-    overrides = [f"{g}={best[g]}" for g in ("model", "dataset", "optimizer") if isinstance(best.get(g), str)]
+    task = _group_overrides(params, "task", params.get("task"))
+    overrides = [] if task == [f"task={DEFAULT_TASK}"] else task  # the default task: commands as before tasks
+    for g in ("model", "dataset", "optimizer"):
+        overrides += _group_overrides(params, g, best.get(g))
     if best["momentum"] != "none":
         overrides.append(f"momentum={best['momentum']}")
     if best["warmup"] != "none":
@@ -162,7 +168,32 @@ def propose_composite(best: Mapping, params: Mapping[str, object], tail_factor: 
     rule = (f"{best['name']} until optimizer step {switch} (where its slowest seed reached the target), then FIX "
             f"at {tail_factor:g} × its LR there ({lr_at_switch:.4g} → {tail:.4g}) for the rest of the budget")
     seeds = tuple(sorted(s for s in best.get("seeds", []) if s is not None))
-    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds)
+    return CompositeProposal(node, switch, float(lr_at_switch), tail, overrides, rule, total, seeds,
+                             _config_dirs(params.get("config_dirs")))
+
+
+def _group_overrides(params: Mapping[str, object], group: str, name) -> list[str]:
+    """The overrides that choose what the run's ``group`` was: its option (``model=lenet5``); for a run tagged with
+    a class name or a given name, the option it started from (its ``<group>_option`` tag), the class that ran and
+    the name (``model=lenet5 model._target_=own.TinyNet``)."""
+    option = params.get(f"{group}_option")
+    if not isinstance(option, str) or not option:
+        return [f"{group}={name}"] if isinstance(name, str) and name else []
+    out = [f"{group}={option}"]
+    for key, prefix in (("_target_", ""), ("name", "++")):
+        value = params.get(f"param.{group}.{key}")
+        if isinstance(value, str) and value:
+            out.append(f"{prefix}{group}.{key}={_hydra_value(value)}")
+    return out
+
+
+def _config_dirs(tag) -> tuple[str, ...]:
+    """The run's ``config_dirs`` tag (a JSON list of folders); () where absent or not such a list."""
+    try:
+        dirs = json.loads(tag) if isinstance(tag, str) else []
+    except ValueError:
+        return ()
+    return tuple(d for d in dirs if isinstance(d, str) and d) if isinstance(dirs, list) else ()
 
 
 # -- the sweep that verifies a proposal ----------------------------------------------------------------------------
@@ -184,6 +215,8 @@ def group_defaults(conf_dir: str | Path, choices: Mapping[str, str]) -> dict[str
         node = OmegaConf.load(path)
         raw = OmegaConf.to_container(node, resolve=False)
         raw.pop("defaults", None)
+        if group == "task":  # a task option is a _global_ package: its own settings are its task node
+            raw = raw.get("task") or {}
         out.update({k: v for k, v in flatten(raw, f"{group}.").items() if "${" not in v})
     return out
 
@@ -217,10 +250,14 @@ def setting_overrides(params: Mapping[str, object], defaults: Mapping[str, str])
 def training_arguments(proposal: CompositeProposal, config_dir: str, name: str, experiment: str | None = None,
                        uri: str | None = None, sweep_dir: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The arguments of ``python -m pipeline`` that train the proposal as a sweep over the recommended policy's
-    seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``;
-    ``experiment`` and ``uri`` put the runs beside the ones they are compared with; ``extra`` overrides go last
-    (before the ``--multirun`` flag, after which Hydra takes no override)."""
-    args = ["--config-dir", config_dir, f"+policy={name}", *proposal.overrides]
+    seeds: ``policy/<name>.yaml`` under ``config_dir`` becomes a policy option through Hydra's ``--config-dir``, the
+    run's own config folders (its ``model``, ``dataset``... options of the user's own) stay on the search path
+    through ``hydra.searchpath``; ``experiment`` and ``uri`` put the runs beside the ones they are compared with;
+    ``extra`` overrides go last (before the ``--multirun`` flag, after which Hydra takes no override)."""
+    args = ["--config-dir", config_dir]
+    if proposal.config_dirs:
+        args.append("hydra.searchpath=[" + ",".join(_hydra_value(f"file://{d}") for d in proposal.config_dirs) + "]")
+    args += [f"+policy={name}", *proposal.overrides]
     if proposal.seeds:
         args.append("seed=" + ",".join(str(s) for s in proposal.seeds))
     if experiment:

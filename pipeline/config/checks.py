@@ -29,7 +29,7 @@ from pipeline.config.base import (  # noqa: F401 - ConfigError, GROUPS, group_ch
     job_config,
 )
 from pipeline.config.schema import LIGHTNING_TRAINER, Job, RunSettings, TrackingSettings, TrainerSettings
-from pipeline.config.task_checks import check_data, check_model, check_task, ran_as
+from pipeline.config.task_checks import check_data, check_model, check_task, ran_as, user_config_dirs
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp")
@@ -270,12 +270,15 @@ def check(cfg: DictConfig) -> Job:
     sampler = _instantiate(cfg.sampler, "sampler") if cfg.get("sampler") is not None else None
 
     choices = group_choices(cfg)
+    options = {}
     choices["policy"] = policy_name
     for group in ("model", "dataset", "task"):  # what actually ran, not the group's default option
         if (name := ran_as(cfg, group)) is not None:
+            if choices.get(group) not in (None, name):
+                options[group] = choices[group]
             choices[group] = name
     choices.setdefault("task", task.name)
     return Job(config=job_config(cfg), choices=choices, seed=seed, run_name=run_name, study=study, policy=policy,
                optimizer=optimizer, model=model, dataset=dataset, trainer=trainer, run=run, tracking=tracking,
                momentum=momentum, callbacks=callbacks, sampler=sampler, search=search, task=task,
-               objective=objective)
+               objective=objective, config_dirs=user_config_dirs(cfg), options=options)

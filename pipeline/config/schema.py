@@ -8,7 +8,7 @@ recorder (model, data set, opt-in callbacks).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,12 @@ class Job:
     # The task (pipeline.tasks: loss, evaluation metrics, output check) and the objective a run is judged on.
     task: Any = None
     objective: Any = None
+    # The user's own config folders the job was composed with (--config-dir, hydra.searchpath), absolute: a command
+    # that re-creates the job (the report's "Run it") names them again.
+    config_dirs: tuple[str, ...] = ()
+    # Hydra's option of each group whose run name is not an option (a class name, a given name): model, dataset,
+    # task; the report's "Run it" command starts from the option and sets the class that ran.
+    options: dict = field(default_factory=dict)
 
     @property
     def policy_name(self) -> str:

@@ -54,13 +54,27 @@ def check_targets(task, metric: str, targets: tuple[float, ...]) -> tuple[float,
     return tuple(targets)
 
 
+def config_sources(cfg: DictConfig) -> list:
+    """Hydra's config search path of the job (``path``, ``schema``, ``provider`` each): from the config's ``hydra``
+    node where it has one (composed with it, as the tests do), else from the running Hydra app, whose task function
+    gets the config without that node."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sources = OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None)
+    if sources is None:
+        try:
+            sources = HydraConfig.get().runtime.config_sources
+        except ValueError:  # not inside a Hydra app
+            sources = []
+    return list(sources or [])
+
+
 def option_target(cfg: DictConfig, group: str, option: str | None) -> str | None:
     """The ``_target_`` that the option's own config file declares, found where Hydra finds it (the config search
     path: the project's conf/, ``--config-dir``, ``hydra.searchpath``); None if the file or its target is not found."""
     if option is None:
         return None
-    sources = OmegaConf.select(cfg, "hydra.runtime.config_sources", default=None) or []
-    for source in sources:
+    for source in config_sources(cfg):
         if source.get("schema") != "file":
             continue
         path = Path(source["path"]) / group / f"{option}.yaml"
@@ -76,6 +90,14 @@ def option_target(cfg: DictConfig, group: str, option: str | None) -> str | None
             found = found.get("_target_") if isinstance(found, dict) else None
             return found if isinstance(found, str) else None
     return None
+
+
+def user_config_dirs(cfg: DictConfig) -> tuple[str, ...]:
+    """The config folders of the user's own that composed the job (``--config-dir``, ``hydra.searchpath``), absolute:
+    the file sources of Hydra's search path other than the project's ``conf/``."""
+    project = (Path(__file__).resolve().parents[2] / "conf").resolve()
+    found = (Path(str(source["path"])).resolve() for source in config_sources(cfg) if source.get("schema") == "file")
+    return tuple(dict.fromkeys(str(path) for path in found if path != project))
 
 
 def ran_as(cfg: DictConfig, group: str) -> str | None:

@@ -31,11 +31,12 @@ PAGE_SIZE = 50_000
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # Tags copied into columns; momentum and warmup default to "none" (a constant momentum, no warm-up).
 TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "momentum", "warmup", "sampler", "study",
-               "failure", "error", "git_commit", "run_key", "objective_metric", "objective_mode", "verifies",
-               "policy_fit")
+               "failure", "error", "git_commit", "run_key", "task", "objective_metric", "objective_mode", "verifies",
+               "config_dirs", "model_option", "dataset_option", "task_option", "policy_fit")
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy, its budget and the
 # settings a verification run repeats.
-PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.", "dataset.", "model.")
+PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.", "dataset.", "model.",
+                  "task.")
 # End-of-run figures: params ``summary.<name>`` (runs recorded before them: metrics ``summary/<name>``); both become
 # the runs table's ``summary/<name>`` columns.
 SUMMARY_PARAM = "summary."

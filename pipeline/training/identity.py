@@ -70,8 +70,9 @@ def objective_tags(objective) -> dict[str, str]:
 
 def run_tags(job, policy, momentum, key: str, fit: str | None = None) -> dict[str, str]:
     """The tags of a job's run: :func:`base_tags`, its objective, the exact policies it runs under, the git commit
-    and its key, and ``policy_fit``, the verdict of :func:`pipeline.policies.fit.policy_fit` on its budget, where
-    given."""
+    and its key, the user's own config folders (``config_dirs``, a JSON list) where it has any, ``<group>_option``
+    (Hydra's option of a group tagged with a class name), and ``policy_fit``, the verdict of
+    :func:`pipeline.policies.fit.policy_fit` on its budget, where given."""
     tags = base_tags(job.choices, job.seed)
     if job.objective is not None:
         tags.update(objective_tags(job.objective))
@@ -87,4 +88,7 @@ def run_tags(job, policy, momentum, key: str, fit: str | None = None) -> dict[st
         tags["momentum_spec"] = momentum.describe()
     if job.study:
         tags["study"] = str(job.study)
+    if job.config_dirs:
+        tags["config_dirs"] = json.dumps(list(job.config_dirs))
+    tags.update({f"{group}_option": option for group, option in job.options.items()})
     return tags

@@ -274,12 +274,15 @@ def test_the_report_config_composes_and_its_defaults_pass_the_checks():
     options = check_options(OmegaConf.to_container(cfg, resolve=True))
     assert options.target == 0.85 and options.baseline == "inv" and options.rank_by == "steps"
     assert options.experiments == ("lrbench",) and options.out_dir.startswith("reports/")
+    # max_fluctuation is in the objective's units: a regression's RMSE or a perplexity may fluctuate by more than 1
+    assert check_options({**OmegaConf.to_container(cfg, resolve=True), "max_fluctuation": 2.5}).max_fluctuation == 2.5
 
 
 @pytest.mark.parametrize("key, value", [("target", "high"), ("target", math.nan), ("budget_s", -1),
                                         ("scope", "newest"), ("verify", "yes"), ("top_n", 0), ("max_points", 1.5),
                                         ("tail_factor", 2), ("confidence", 1.0), ("baseline", ""),
-                                        ("experiments", []), ("parent_run_id", "x'; drop"), ("log_to_mlflow", "yes")])
+                                        ("experiments", []), ("parent_run_id", "x'; drop"), ("log_to_mlflow", "yes"),
+                                        ("max_fluctuation", -0.1), ("max_fluctuation", math.inf)])
 def test_each_bad_report_setting_is_named_in_its_error(key, value):
     from hydra import compose, initialize_config_dir
 

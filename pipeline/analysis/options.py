@@ -34,7 +34,7 @@ class ReportOptions:
     budget_s: float | None               # training seconds; None: no time limit
     baseline: str                        # policy name speed-ups are measured against
     rank_by: str                         # steps | seconds | final
-    max_fluctuation: float               # late val-acc std (fraction) above which a policy is unstable
+    max_fluctuation: float               # late std of the objective (its units) above which a policy is unstable
     alpha: float                         # significance level of the margin test
     confidence: float                    # level of the seed t-intervals
     top_n: int                           # candidates per group whose curves are plotted (plus the baseline)
@@ -142,7 +142,8 @@ def check_options(cfg: Mapping) -> ReportOptions:
         budget_s=_number(cfg, "budget_s", 0, math.inf, True, "training seconds", allow_none=True),
         baseline=_name(cfg.get("baseline"), "baseline"),
         rank_by=rank_by,
-        max_fluctuation=float(_number(cfg, "max_fluctuation", 0, 1, False, "an accuracy std")),
+        max_fluctuation=float(_number(cfg, "max_fluctuation", 0, math.inf, False,
+                                      "the late std of the objective, in its units")),
         alpha=_probability(cfg, "alpha"),
         confidence=_probability(cfg, "confidence"),
         top_n=_integer(cfg, "top_n", 1, "candidates per group"),

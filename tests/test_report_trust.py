@@ -352,3 +352,23 @@ def test_a_policy_that_did_not_show_its_shape_in_the_budget_is_marked_in_the_ran
     assert "Policy fit: 1 candidate(s) did not show their schedule within the budget: sin2 (under half a cycle)" \
         in markdown
     assert "policy fit" in report["glossary"]
+
+
+def test_a_pruned_candidate_is_listed_with_its_rung_and_score_never_as_missing(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = store.prepare(uri, "lrbench")
+    client = MlflowClient(uri)
+    parent = _sweep(client, experiment_id, "halving")
+    reason = ("rung 0: score 0.4100 (cooldown val acc, mean of 2 seeds) below the cut 0.6000; the rung kept the top 1 "
+              "of 2 candidates (eta 2, ties kept)")
+    for seed in (0, 1):  # as the halving sweeper leaves them: the survivor FINISHED, the pruned one KILLED, tagged
+        write_run(client, experiment_id, "triangle2", seed, FAST, parent=parent)
+        pruned = write_run(client, experiment_id, "sin2", seed, [0.4, 0.41], parent=parent, extra_tags={
+            "failure": "pruned", "pruned.rung": "0", "pruned.score": "0.41", "pruned.reason": reason})
+        client.set_terminated(pruned, status="KILLED")
+    done, report = _report(uri, tmp_path / "r", "max_fluctuation=1")
+    (sin2,) = [r for r in report["groups"][0]["ranking"] if r["policy"] == "sin2"]
+    assert not sin2["good"] and sin2["n_runs"] == 2 and {f["failure"] for f in sin2["failures"]} == {"pruned"}
+    assert [f["error"] for f in sin2["failures"]] == [reason, reason]
+    assert report["groups"][0]["recommendation"]["policy"] == "triangle2"
+    assert "rung 0: score 0.4100" in (tmp_path / "r" / "report.md").read_text()

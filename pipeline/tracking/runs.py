@@ -165,6 +165,8 @@ def run_row(run, experiment_name: str) -> dict:
         row[key] = tags.get(key)
     row["momentum"] = row["momentum"] or "none"
     row["warmup"] = row["warmup"] or "none"
+    if row["failure"] == "pruned" and not row["error"]:  # a pruned study's decision: its rung, score and cut
+        row["error"] = tags.get("pruned.reason") or f"pruned at rung {tags.get('pruned.rung', '?')}"
     row["seed"] = _as_int(tags.get("seed", params.get("seed")))
     row["k_scale"] = _as_float(tags.get("k_scale"), 1.0)
     row[POLICY_CONFIG] = params.get(POLICY_CONFIG)

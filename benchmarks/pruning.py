@@ -83,11 +83,14 @@ def collect(uri: str, experiment: str, target: float) -> dict[str, list[dict]]:
     """Per policy, its runs: status, pruned rung, optimizer steps trained, cooldown steps, steps to the target."""
     from mlflow.tracking import MlflowClient
 
+    from pipeline.tracking.runs import summaries
+
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     out: dict[str, list[dict]] = {}
     for run in client.search_runs([exp.experiment_id], max_results=5000):
-        tags, metrics = run.data.tags, run.data.metrics
+        tags = run.data.tags
+        metrics = summaries(run.data.metrics, run.data.params)  # summary.* params (summary/* metrics before)
         if tags.get("kind") != "train":
             continue
         run_id = run.info.run_id
@@ -222,7 +225,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="bench/results/pruning.json", help="JSON results file")
     parser.add_argument("--no-markdown", action="store_true", help="do not write the BENCHMARKS.md section")
     parser.add_argument("--render", metavar="JSON", help="only rewrite the BENCHMARKS.md section from saved results")
+    parser.add_argument("--recollect", metavar="JSON", help="read the figures again from the stores a saved run left "
+                        "(its sides' stores and wall times), without training; for a fix in the analysis")
     args = parser.parse_args(argv)
+    if args.recollect:
+        saved = json.loads(Path(args.recollect).read_text())
+        args = argparse.Namespace(**{**saved["args"], "out": args.out, "no_markdown": args.no_markdown})
+        sides = {side: {k: saved[side][k] for k in ("wall_s", "returncode", "uri", "command")}
+                 for side in ("grid", "cooldown", "raw")}
+        result = figures(args, sides)
+        result.update({k: saved[k] for k in ("measured", "machine", "command", "load_avg_start")}, args=vars(args))
+        return _save(result, args)
     if args.render:
         result = json.loads(Path(args.render).read_text())
         text = markdown(result, argparse.Namespace(**result["args"]))
@@ -239,6 +252,13 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(measured=time.strftime("%Y-%m-%d %H:%M"), machine=f"{os.cpu_count()} cores, {platform.platform()}",
                   command="python benchmarks/pruning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   load_avg_start=os.getloadavg()[0], args=vars(args))
+    _save(result, args)
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _save(result: dict, args) -> dict:
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
@@ -246,8 +266,6 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_markdown:
         write_section(text)
     print(text)
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 

@@ -40,7 +40,7 @@ def range_test_png(curves: Sequence[Curve], result: RangeResult, path: Path, tit
     limits = _ylim([v for c in curves for v in c.loss], [c.loss[0] for c in curves if c.loss])
     if limits:
         ax.set_ylim(*limits)
-    ax.set(xlabel="learning rate (log scale)", ylabel="smoothed training loss", title=title)
+    ax.set(xlabel="learning rate (log scale)", ylabel="training loss (centred 5-step average)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

@@ -1,9 +1,10 @@
 """The rule that turns range-test curves into k0/k1: pure, plain numbers in and out.
 
 Each seed's curve comes from Lightning's record of ``Tuner.lr_find``: the LR of every optimizer step of an exponential
-sweep and the training loss as an exponential moving average (beta 0.98). Lightning 2.x (checked on 2.6) corrects the
-average's start-up bias with the step count *after* the step (1 at the first step), which leaves its first values
-about half the loss; :func:`from_lightning` recovers each step's loss and smooths it again with the exact correction.
+sweep and the training loss as an exponential moving average (beta 0.98, Lightning 2.x's bias correction, checked on
+2.6). :func:`from_lightning` recovers each step's own loss from it and smooths that with a centred window of 5 steps
+instead: a moving average over ~50 steps lags far behind a loss that falls fast, so its lowest point comes well after
+the LR where training turned unstable (on least squares: 2.5x past gradient descent's stability limit).
 The rule (LRBench's use of Smith's LR range test, arXiv 1506.01186 section 3.3; the threshold is fastai's
 ``lr_min``, Howard & Gugger 2020):
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 GRID_RTOL = 1e-9
 # Lightning's moving-average factor (_LRCallback's beta; Tuner.lr_find does not expose it).
 SMOOTHING = 0.98
+# The rule's smoothing: each step's loss averaged with this many steps on either side (a centred window has no lag).
+HALF_WINDOW = 2
 
 
 class RangeTestError(ValueError):
@@ -42,12 +45,14 @@ class Curve:
     raw: tuple[float, ...] = ()       # each step's own training loss, where known
 
 
-def smooth(raw: Sequence[float], beta: float = SMOOTHING) -> tuple[float, ...]:
-    """Exponential moving average of ``raw`` with its start-up bias removed: ``avg_t / (1 - beta**(t+1))``."""
-    out, avg = [], 0.0
-    for t, value in enumerate(raw):
-        avg = beta * avg + (1 - beta) * value
-        out.append(avg / (1 - beta ** (t + 1)))
+def centred(raw: Sequence[float], half: int = HALF_WINDOW) -> tuple[float, ...]:
+    """Each value averaged with its ``half`` neighbours on either side (fewer at the ends); a non-finite value makes
+    every average it is in infinite."""
+    values = [_finite(v) for v in raw]
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - half): i + half + 1]
+        out.append(sum(window) / len(window))
     return tuple(out)
 
 
@@ -65,10 +70,9 @@ def lightning_raw(smoothed: Sequence[float], beta: float = SMOOTHING, first_step
 
 def from_lightning(seed: int, lr: Sequence[float], lightning_loss: Sequence[float],
                    steepest_lr: float | None = None) -> Curve:
-    """A seed's curve from ``lr_find``'s ``results`` (``lr``, ``loss``), its losses smoothed with the exact
-    start-up correction."""
+    """A seed's curve from ``lr_find``'s ``results`` (``lr``, ``loss``): each step's loss, and its centred average."""
     raw = lightning_raw([float(v) for v in lightning_loss])
-    return Curve(seed, tuple(float(v) for v in lr[: len(raw)]), smooth(raw), steepest_lr, raw)
+    return Curve(seed, tuple(float(v) for v in lr[: len(raw)]), centred(raw), steepest_lr, raw)
 
 
 @dataclass(frozen=True)

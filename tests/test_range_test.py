@@ -261,3 +261,14 @@ def test_a_bad_k_from_exits_2_naming_the_key_before_any_run_exists(tmp_path, sto
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: policy.k_from must be one of config, range_test")
     assert train_runs(store_uri) == []
+
+
+@pytest.mark.slow
+def test_parallel_jobs_of_a_sweep_run_one_range_test_and_all_read_it(tmp_path, store_uri):
+    proc = run_cli("+policy=triangle2,cos", "policy.k_from=range_test", "seed=0,1", *TINY, *QUICK,
+                   "trainer.max_steps=10", "hydra/launcher=pool", "hydra.launcher.n_jobs=2", "multirun", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (test,) = _range_tests(store_uri)  # four jobs, two at a time: the file lock lets one run it, the rest read it
+    runs = train_runs(store_uri)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["range_test_run"] for r in runs} == {test.info.run_id}

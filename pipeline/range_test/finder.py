@@ -47,7 +47,11 @@ def _module(job: Job, net, datamodule, lr: float):
 def _trainer(job: Job, settings: RangeTestSettings, root: str):
     from hydra.utils import instantiate
 
-    node = {**job.trainer.node, **SINGLE_DEVICE, "max_steps": settings.steps, "max_epochs": -1}
+    # One device sees the batches of all the job's ranks in turn: an optimizer step averages the same number of
+    # samples as the job's DDP step does.
+    accumulate = job.trainer.accumulate_grad_batches * job.trainer.world_size
+    node = {**job.trainer.node, **SINGLE_DEVICE, "max_steps": settings.steps, "max_epochs": -1,
+            "accumulate_grad_batches": accumulate}
     return instantiate(node, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
                        default_root_dir=root, _convert_="all")

@@ -48,12 +48,13 @@ class Outcome:
 
 def test_key(job: Job) -> str:
     """The range test's identity: the job's model, data (batch size included), task and optimizer nodes, the trainer
-    settings that change its loss, and the test's own settings; the job's seed and policy are not in it."""
+    settings that change its loss (and the number of ranks, whose batches make one step), and the test's own
+    settings; the job's seed and policy are not in it."""
     config = job.config
     payload = {group: config.get(group) for group in KEY_GROUPS}
     if isinstance(payload["dataset"], dict):
         payload["dataset"] = {k: v for k, v in payload["dataset"].items() if k not in PER_JOB_DATA_KEYS}
-    payload["trainer"] = {k: job.trainer.node.get(k) for k in KEY_TRAINER}
+    payload["trainer"] = {**{k: job.trainer.node.get(k) for k in KEY_TRAINER}, "world_size": job.trainer.world_size}
     payload["range_test"] = job.range_test.key_fields()
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

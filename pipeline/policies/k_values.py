@@ -2,7 +2,7 @@
 the rule that finds them: :mod:`pipeline.range_test.rule`).
 
 LRBench's reading of the range test (Smith, arXiv 1506.01186, section 3.3): k1 is the highest rate that still trains
-well, k0 a rate the loss clearly falls at. Each family uses them where its shape needs them:
+well, k0 one where the loss starts to fall. Each family uses them where its shape needs them:
 
 ======================================================  ===========================================================
 family                                                  fields set

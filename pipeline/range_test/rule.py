@@ -5,14 +5,16 @@ sweep and the training loss as an exponential moving average (beta 0.98, Lightni
 2.6). :func:`from_lightning` recovers each step's own loss from it and smooths that with a centred window of 5 steps
 instead: a moving average over ~50 steps lags far behind a loss that falls fast, so its lowest point comes well after
 the LR where training turned unstable (on least squares: 2.5x past gradient descent's stability limit).
-The rule (LRBench's use of Smith's LR range test, arXiv 1506.01186 section 3.3; the threshold is fastai's
-``lr_min``, Howard & Gugger 2020):
+The rule (LRBench's use of Smith's LR range test, "Cyclical Learning Rates for Training Neural Networks", arXiv
+1506.01186 section 3.3: "the optimum learning rate is usually within a factor of two of the largest one that
+converges", and "set base_lr to 1/3 or 1/4 of max_lr"):
 
 1. average the seeds' smoothed losses at each LR of the sweep (up to the shortest curve: a seed whose loss blew up
    stopped there, and every LR beyond diverges), a non-finite loss counting as infinitely bad;
-2. k1 = the LR of the lowest averaged loss / ``k1_div`` (10): the lowest point is the edge of divergence, a tenth of
-   it is the highest rate that still trains steadily;
-3. k0 = k1 / ``k0_div`` (6): the low end of a cycle, where the loss still clearly falls (Smith: k1 is 3 to 10 x k0).
+2. k1 = the LR of the lowest averaged loss / ``k1_div`` (2): the lowest point is where the loss stops falling, the
+   largest LR that still converges; half of it is the optimum by Smith's rule of thumb, with a margin below the edge
+   (fastai's more cautious ``lr_min`` is k1_div 10);
+3. k0 = k1 / ``k0_div`` (4): the low end of a cycle, where the loss starts to fall (Smith: 1/3 to 1/4 of max_lr).
 
 The same rule on each seed alone gives the spread that is reported beside the result; Lightning's own suggestion
 (the steepest descent of the smoothed loss, noisy: Lightning#1767, #14248) is reported per seed too, never used.

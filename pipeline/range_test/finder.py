@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import tempfile
+import warnings
 from contextlib import contextmanager
 
 from pipeline.config.schema import Job, RangeTestSettings
@@ -67,7 +68,9 @@ def sweep_seed(job: Job, datamodule, settings: RangeTestSettings, seed: int) -> 
     L.seed_everything(seed, workers=True, verbose=False)
     data = seeded(datamodule, seed)
     module = _module(job, build_net(job, data), data, settings.min_lr)
-    with tempfile.TemporaryDirectory(prefix="range-test-") as root:
+    with tempfile.TemporaryDirectory(prefix="range-test-") as root, warnings.catch_warnings():
+        # The sweep trains on the training batches only: Lightning's note that validation is skipped is expected.
+        warnings.filterwarnings("ignore", message=r".*defined a `validation_step` but have no `val_dataloader`")
         trainer = _trainer(job, settings, root)
         finder = Tuner(trainer).lr_find(module, train_dataloaders=data.train_dataloader(), min_lr=settings.min_lr,
                                         max_lr=settings.max_lr, num_training=settings.steps, mode="exponential",

@@ -47,7 +47,8 @@ def job_configs(policies: list[str], steps: int, eval_every: int) -> dict[tuple[
     """The resolved job config (what a training run logs as params) of every (group, policy), composed from conf/
     exactly as ``python -m pipeline +policy=NAME model=... dataset=... optimizer=...`` would."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+
+    from pipeline.config.base import job_config
 
     configs = {}
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -56,7 +57,7 @@ def job_configs(policies: list[str], steps: int, eval_every: int) -> dict[tuple[
                 cfg = compose("config", [f"+policy={name}", f"model={model}", f"dataset={dataset}",
                                          f"optimizer={optimizer}", f"trainer.max_steps={steps}",
                                          f"trainer.eval_every_steps={eval_every}", f"study={EXPERIMENT}"])
-                configs[(g, name)] = OmegaConf.to_container(cfg, resolve=True)
+                configs[(g, name)] = job_config(cfg)
     return configs
 
 
@@ -100,9 +101,9 @@ def summaries(evals, losses, steps_done: int, seconds_per_step: float, diverged:
 
 
 def generate(uri: str, db: Path, n_runs: int, steps: int, eval_every: int) -> dict:
-    from hydra.utils import instantiate
     from mlflow.entities import Param, RunTag
 
+    from pipeline.policies.build import build
     from pipeline.tracking import store
     from pipeline.tracking.recorder import flatten
 
@@ -111,7 +112,7 @@ def generate(uri: str, db: Path, n_runs: int, steps: int, eval_every: int) -> di
     client = store.client(uri)
     names = sorted(p.stem for p in (ROOT / "conf" / "policy").glob("*.yaml") if not p.stem.startswith("composite"))
     configs = job_configs(names, steps, eval_every)
-    policies = {name: instantiate(configs[(0, name)]["policy"]) for name in names}
+    policies = {name: build(configs[(0, name)]["policy"], steps) for name in names}  # fractions of the budget
     curves = {name: [policies[name](t) for t in range(steps)] for name in names}
     rng = random.Random(0)
     quality = {(g, p): (rng.uniform(0.08, 0.6), rng.uniform(0.86, 0.93)) for g in range(len(GROUPS)) for p in names}

@@ -104,3 +104,34 @@ class UnprefixedModule(OwnModule):
         logits = self(x)
         self.log("val_loss", F.cross_entropy(logits, y))
         self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+
+class LinearData(Dataset):
+    """Least squares with a known curvature: x ~ N(0, I_8), y = w·x + b + 0.01 noise. The mean squared error of a
+    linear model has Hessian 2·I over (w, b), so plain gradient descent diverges above lr 2 / 2 = 1 (somewhat below
+    on a batch of 64, whose sample Hessian is larger)."""
+
+    output_size = 1
+
+    def __init__(self, n: int = 1024, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 8, generator=generator)
+        w = torch.randn(8, generator=generator)
+        self.y = self.x @ w + 0.5 + 0.01 * torch.randn(n, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+class Linear(nn.Module):
+    """One linear layer: with :class:`LinearData`, a model whose range test has a predictable answer."""
+
+    def __init__(self, input_shape, output_size) -> None:
+        super().__init__()
+        self.layer = nn.Linear(int(torch.tensor(input_shape).prod()), output_size)
+
+    def forward(self, x):
+        return self.layer(x)

@@ -47,3 +47,21 @@ def test_ddp_inside_a_multirun_runs_each_job_once_in_one_sweep_folder(tmp_path, 
     sweep_dirs = [p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir()]
     assert len(sweep_dirs) == 1, sweep_dirs  # child ranks did not start a second sweep
     assert sorted(p.name for p in sweep_dirs[0].iterdir() if p.is_dir()) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_ddp_job_with_range_test_k_values_runs_the_test_once_in_rank_0_and_rank_1_reads_it(tmp_path, store_uri):
+    proc = run_cli("+policy=triangle2", "policy.k_from=range_test", "range_test.seeds=1", "range_test.steps=10",
+                   *SMALL, *DDP, "dataset.batch_size=32", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lrbench").experiment_id
+    tests = [r for r in client.search_runs([experiment]) if r.data.tags.get("kind") == "range_test"]
+    assert len(tests) == 1 and tests[0].info.status == "FINISHED"
+    test_id = tests[0].info.run_id
+    assert f"range test {test_id} (run now)" in proc.stdout  # rank 0, before the ranks start
+    assert f"range test {test_id} (reused)" in proc.stdout   # rank 1 read it from the store
+    (run,) = train_runs(store_uri)
+    assert run.info.status == "FINISHED" and run.data.tags["range_test_run"] == test_id
+    lr = [v for _, v in _series(client, run, "lr")]
+    assert lr[0] == pytest.approx(float(tests[0].data.params["result.k0"]))

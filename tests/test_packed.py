@@ -320,3 +320,18 @@ def test_demon_momentum_policy_drives_each_copy_like_the_scheduler_does():
     for k, (net, policy, demon) in enumerate(zip(nets, POLICIES, demons)):
         reference = _train_torch(net, policy, rule, batches, momentum=demon)
         assert max(abs(a[k] - b) for a, b in zip(losses, reference)) < 1e-10
+
+
+@pytest.mark.slow
+def test_packed_jobs_with_range_test_k_values_read_one_range_test(store_uri):
+    quick = ["policy.k_from=range_test", "range_test.seeds=1", "range_test.steps=10", "trainer.max_steps=10"]
+    results = run_packed([compose_job(*PACKED_TINY, *quick, f"+policy={p}") for p in ("triangle2", "cos")])
+    assert [r.status for r in results] == ["FINISHED", "FINISHED"]
+    client = MlflowClient(store_uri)
+    experiment = client.get_experiment_by_name("lrbench").experiment_id
+    (test,) = [r for r in client.search_runs([experiment]) if r.data.tags.get("kind") == "range_test"]
+    k1 = float(test.data.params["result.k1"])
+    for result in results:
+        run = client.get_run(result.run_id)
+        assert run.data.tags["range_test_run"] == test.info.run_id and run.data.tags["packed"] == "2"
+        assert max(m.value for m in client.get_metric_history(result.run_id, "lr")) == pytest.approx(k1)

@@ -68,6 +68,11 @@ IMPLIED_TASK = {"_target_": "pipeline.tasks.classification.Classification",
                 "objective": {"metric": "acc", "mode": "max"}}
 
 
+# Where a policy's k values come from (``policy.k_from``): its own config, or the LR range test (pipeline.range_test).
+K_FROM = ("config", "range_test")
+K_FROM_DEFAULT = "config"
+
+
 def job_config(cfg: DictConfig) -> dict:
     """The resolved job config without Hydra's own node: what the run's params and config artifact hold, and what
     its key hashes. The tracking URI's password is masked (``user:****@``): the store is reached through the checked
@@ -81,14 +86,26 @@ def job_config(cfg: DictConfig) -> dict:
         tracking["uri"] = public_uri(tracking["uri"])
     if config.get("task") == IMPLIED_TASK:
         del config["task"]
+    # policy.k_from=config (the default) is implied too, and the range test's settings matter only to a job that
+    # takes its k values from it: a run's params and key stay those of a run from before the range test existed.
+    policy = config.get("policy")
+    if isinstance(policy, dict) and policy.get("k_from", K_FROM_DEFAULT) == K_FROM_DEFAULT:
+        policy.pop("k_from", None)
+        if not policy:
+            del config["policy"]
+        config.pop("range_test", None)
+    elif policy is None:
+        config.pop("range_test", None)
     return config
 
 
 # -- keys ---------------------------------------------------------------------------------------------------------
 
 # Keys of conf/config.yaml's own (not groups); a top-level key must be one of these or a config group.
-TOP_LEVEL_KEYS = ("seed", "schedule", "study", "run_name", "hydra")
-SUB_KEYS = {"schedule": ("k_scale", "horizon_steps"), "tracking": ("uri", "experiment", "flush_every")}
+TOP_LEVEL_KEYS = ("seed", "schedule", "study", "run_name", "range_test", "hydra")
+RANGE_TEST_KEYS = ("min_lr", "max_lr", "steps", "seeds", "early_stop", "k1_div", "k0_div")
+SUB_KEYS = {"schedule": ("k_scale", "horizon_steps"), "tracking": ("uri", "experiment", "flush_every"),
+            "range_test": RANGE_TEST_KEYS}
 
 
 def _nearest(key: str, valid) -> str:

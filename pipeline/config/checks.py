@@ -13,9 +13,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.arguments import check_int, writable_folder
+from pipeline.arguments import check_choice, check_int, writable_folder
 from pipeline.config.base import (  # noqa: F401 - ConfigError, GROUPS, group_choices and job_config are used from here
     GROUPS,
+    K_FROM,
+    K_FROM_DEFAULT,
     ConfigError,
     _checked,
     _choice,
@@ -28,7 +30,14 @@ from pipeline.config.base import (  # noqa: F401 - ConfigError, GROUPS, group_ch
     group_choices,
     job_config,
 )
-from pipeline.config.schema import LIGHTNING_TRAINER, Job, RunSettings, TrackingSettings, TrainerSettings
+from pipeline.config.schema import (
+    LIGHTNING_TRAINER,
+    Job,
+    RangeTestSettings,
+    RunSettings,
+    TrackingSettings,
+    TrainerSettings,
+)
 from pipeline.config.task_checks import check_data, check_model, check_task, ran_as, user_config_dirs
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -142,14 +151,19 @@ def check_tracking(cfg: DictConfig) -> TrackingSettings:
 
 
 def check_policy(cfg: DictConfig, optimizer_lr: float):
-    """The job's policy chain (:class:`~pipeline.policies.build.PolicyChain`) and its name for tags."""
+    """The job's policy chain (:class:`~pipeline.policies.build.PolicyChain`), its name for tags and where its k
+    values come from (``policy.k_from``)."""
     from pipeline.policies import Fix
     from pipeline.policies.build import PolicyChain
 
-    if cfg.get("policy") is None:
+    k_from = _checked(check_choice, "policy.k_from", OmegaConf.select(cfg, "policy.k_from", default=K_FROM_DEFAULT),
+                      K_FROM)
+    node = OmegaConf.to_container(cfg.policy, resolve=True) if cfg.get("policy") is not None else {}
+    node.pop("k_from", None)  # the setting conf/config.yaml gives every policy node; not an argument of the policy
+    if not node:  # no +policy: FIX at the optimizer's lr
         base, name = Fix(k0=optimizer_lr), "fix"
     else:  # the node: its fractions of the budget (l_frac, ...) become steps once the budget is known
-        base, name = OmegaConf.to_container(cfg.policy, resolve=True), group_choices(cfg).get("policy", "custom")
+        base, name = node, group_choices(cfg).get("policy", "custom")
     k_scale = _float(cfg, "schedule.k_scale", 0.0, low_open=True)
     horizon = _select(cfg, "schedule.horizon_steps")
     if horizon is not None:
@@ -167,7 +181,34 @@ def check_policy(cfg: DictConfig, optimizer_lr: float):
             chain.for_budget(cfg.trainer.max_steps)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    return chain, name
+    if k_from == "range_test":
+        from pipeline.policies.k_values import with_k
+
+        try:  # every family the range test can set; a policy of the user's own with unknown fields is refused now
+            with_k(chain.base, 0.01, 0.06)
+        except ValueError as exc:
+            raise ConfigError(f"policy.k_from=range_test: {exc}") from exc
+    return chain, name, k_from
+
+
+def check_range_test(cfg: DictConfig) -> RangeTestSettings:
+    """The ``range_test`` node: Lightning's sweep from min_lr to max_lr and the rule's factors."""
+    if cfg.get("range_test") is None:  # a primary config of the user's own without it: the shipped defaults
+        shipped = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "config.yaml")
+        cfg = OmegaConf.create({"range_test": shipped.range_test})
+    min_lr = _float(cfg, "range_test.min_lr", 0.0, low_open=True)
+    max_lr = _float(cfg, "range_test.max_lr", 0.0, low_open=True)
+    if max_lr <= min_lr:
+        raise ConfigError(f"range_test.max_lr must be a learning rate > range_test.min_lr ({min_lr:g}), got {max_lr!r}")
+    return RangeTestSettings(
+        min_lr=min_lr, max_lr=max_lr,
+        steps=_checked(check_int, "range_test.steps", _select(cfg, "range_test.steps"), 5,
+                       context=" (optimizer steps of the sweep, one LR each)"),
+        seeds=_checked(check_int, "range_test.seeds", _select(cfg, "range_test.seeds"), 1, 1000),
+        early_stop=_float(cfg, "range_test.early_stop", 1.0, low_open=True),
+        k1_div=_float(cfg, "range_test.k1_div", 1.0),
+        k0_div=_float(cfg, "range_test.k0_div", 1.0, low_open=True),
+    )
 
 
 def check_momentum(cfg: DictConfig, optimizer: Any) -> Any:
@@ -253,7 +294,8 @@ def check(cfg: DictConfig) -> Job:
         raise ConfigError(f"optimizer: {exc}") from exc
     lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
     lr = 0.0 if lr is None else _float(cfg, "optimizer.lr", 0.0)  # torch lets a NaN learning rate through
-    policy, policy_name = check_policy(cfg, lr)
+    policy, policy_name, k_from = check_policy(cfg, lr)
+    range_test = check_range_test(cfg)
     momentum = check_momentum(cfg, probe)
 
     task, objective = check_task(cfg, run.targets)
@@ -281,4 +323,5 @@ def check(cfg: DictConfig) -> Job:
     return Job(config=job_config(cfg), choices=choices, seed=seed, run_name=run_name, study=study, policy=policy,
                optimizer=optimizer, model=model, dataset=dataset, trainer=trainer, run=run, tracking=tracking,
                momentum=momentum, callbacks=callbacks, sampler=sampler, search=search, task=task,
-               objective=objective, config_dirs=user_config_dirs(cfg), options=options)
+               objective=objective, config_dirs=user_config_dirs(cfg), options=options, k_from=k_from,
+               range_test=range_test)

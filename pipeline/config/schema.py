@@ -65,6 +65,34 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True)
+class RangeTestSettings:
+    """The LR range test's settings (``range_test`` node): Lightning's exponential sweep and the rule's two factors
+    (:mod:`pipeline.range_test.rule`)."""
+
+    min_lr: float                  # learning rate of the sweep's first optimizer step
+    max_lr: float                  # learning rate the sweep reaches at its last step
+    steps: int                     # optimizer steps per seed (Lightning's num_training)
+    seeds: int                     # seeds 0 .. seeds-1: model init and data order; their curves are averaged
+    early_stop: float              # a seed stops once its smoothed loss exceeds this x its best (Lightning's threshold)
+    k1_div: float                  # k1 = LR of the lowest averaged smoothed loss / k1_div
+    k0_div: float                  # k0 = k1 / k0_div
+
+    def key_fields(self) -> dict:
+        return {"min_lr": self.min_lr, "max_lr": self.max_lr, "steps": self.steps, "seeds": self.seeds,
+                "early_stop": self.early_stop, "k1_div": self.k1_div, "k0_div": self.k0_div}
+
+
+@dataclass(frozen=True)
+class KOrigin:
+    """Where a job's k values came from when ``policy.k_from=range_test``: the range-test run and its result."""
+
+    run_id: str
+    k0: float
+    k1: float
+    policy_node: dict              # the job's policy node with the range test's values in its k fields (recorded)
+
+
+@dataclass(frozen=True)
 class Job:
     """A checked job: settings as typed values, built parts, factories for what needs data or a recorder."""
 
@@ -102,6 +130,19 @@ class Job:
     # Hydra's option of each group whose run name is not an option (a class name, a given name): model, dataset,
     # task; the report's "Run it" command starts from the option and sets the class that ran.
     options: dict = field(default_factory=dict)
+    # Where the policy's k values come from: "config" (the policy node's own) or "range_test" (pipeline.range_test,
+    # applied by pipeline.range_test.apply before the data are loaded for training); k_origin is then set.
+    k_from: str = "config"
+    range_test: RangeTestSettings | None = None
+    k_origin: KOrigin | None = None
+
+    @property
+    def recorded_config(self) -> dict:
+        """The config a run records as params: ``config``, with the policy's k values that actually ran when they
+        came from a range test (the run key stays that of ``config``: the same command resumes the same run)."""
+        if self.k_origin is None:
+            return self.config
+        return {**self.config, "policy": self.k_origin.policy_node}
 
     @property
     def policy_name(self) -> str:

@@ -19,6 +19,7 @@ from pipeline.packing.nets import PackedNets
 from pipeline.packing.plan import PRECISION_DTYPES, asks_to_pack, check_same_but_policies, group_jobs, pack_refusal
 from pipeline.packing.sgd import PackedSGD, SGDRule
 from pipeline.policies.fit import policy_fit
+from pipeline.range_test.run import apply as apply_range_test
 from pipeline.tracking import interrupts, packs, store
 from pipeline.training.artifacts import record_curves, record_setup, record_summary
 from pipeline.training.assemble import build_training
@@ -88,6 +89,7 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
             raise ConfigError(reason)
         with hydra_config_of(cfg):
             jobs.append(check(cfg))
+    jobs = [apply_range_test(job) for job in jobs]  # policy.k_from=range_test: one test, read by every job
     check_same_but_policies([job.config for job in jobs])
     job0 = jobs[0]
     rule = SGDRule.of(job0.optimizer([torch.nn.Parameter(torch.zeros(1))]))
@@ -119,7 +121,7 @@ def run_packed(cfgs: list[DictConfig]) -> list[JobResult]:
             name = run_name(job.choices, job.seed, job.run_name)
             recorder = new_run(name, tags)
             titles.append(f"{job.policy_name}: {name}")
-            record_setup(recorder, job.config, training.policy, training.total_steps, titles[-1])
+            record_setup(recorder, job.recorded_config, training.policy, training.total_steps, titles[-1])
             progress = RunProgress(targets=tuple(sorted(job.run.targets)))
             copies.append(Copy(recorder, training.policy, training.momentum, progress))
         print(f"pack {pack_id}: {len(copies)} jobs as one vectorised model on {device} ({dtype})", flush=True)

@@ -86,6 +86,10 @@ def run_tags(job, policy, momentum, key: str, fit: str | None = None) -> dict[st
     )
     if momentum is not None:
         tags["momentum_spec"] = momentum.describe()
+    tags["k_from"] = job.k_from
+    if job.k_origin is not None:  # policy.k_from=range_test: the run the k values came from, and the values
+        tags.update(range_test_run=job.k_origin.run_id, range_test_k0=f"{job.k_origin.k0:.6g}",
+                    range_test_k1=f"{job.k_origin.k1:.6g}")
     if job.study:
         tags["study"] = str(job.study)
     if job.config_dirs:

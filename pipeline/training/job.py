@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from pipeline.config.checks import check
 from pipeline.policies.fit import policy_fit
+from pipeline.range_test.run import apply as apply_range_test
 from pipeline.search import rung
 from pipeline.tracking import interrupts, resume, store, sweeps
 from pipeline.tracking.recorder import open_run
@@ -45,6 +46,8 @@ def run_job(cfg: DictConfig) -> JobResult:
     job = check(cfg)
     rank = process_rank(job.trainer.devices_per_node)
     experiment_id = store.prepare(job.tracking.uri, job.tracking.experiment) if rank == 0 else ""
+    # policy.k_from=range_test: the policy's k values from the job's range test (run once by rank 0, reused after).
+    job = apply_range_test(job, rank)
 
     # 2. Data, model, and the policy fixed to this run's budget.
     training = build_training(job)
@@ -89,7 +92,7 @@ def run_job(cfg: DictConfig) -> JobResult:
                     recorder.resume_from_store(["lr", "momentum", "train/loss",
                                                 *(f"val/{k}" for k in job.task.eval_keys)])
                 if rank == 0 and not resuming:
-                    record_setup(recorder, job.config, training.policy, training.total_steps,
+                    record_setup(recorder, job.recorded_config, training.policy, training.total_steps,
                                  f"{job.policy_name}: {name}")
 
                 metrics = MetricsCallback(recorder, job.objective, job.run.divergence_factor)

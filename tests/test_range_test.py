@@ -272,3 +272,30 @@ def test_parallel_jobs_of_a_sweep_run_one_range_test_and_all_read_it(tmp_path, s
     runs = train_runs(store_uri)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.tags["range_test_run"] for r in runs} == {test.info.run_id}
+
+
+@pytest.mark.slow
+def test_a_range_test_killed_mid_sweep_is_ended_killed_by_the_next_one_never_left_running(tmp_path, store_uri):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = ["dataset=synthetic", "trainer.progress=false", "range_test.seeds=3", "range_test.steps=60"]
+    first = subprocess.Popen([sys.executable, "-m", "pipeline.range_test", *args], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in first.stdout:  # its run exists and seed 0 is done: kill -9 while seed 1 sweeps
+        if line.startswith("range test seed 0"):
+            break
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    (killed,) = _range_tests(store_uri)
+    assert killed.info.status == "RUNNING"
+    again = run_cli(*args, cwd=tmp_path, module="pipeline.range_test")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"range test run {killed.info.run_id} was left RUNNING by a process that died: ended KILLED" in again.stdout
+    runs = {r.info.run_id: r for r in _range_tests(store_uri)}
+    assert len(runs) == 2 and runs[killed.info.run_id].info.status == "KILLED"
+    assert runs[killed.info.run_id].data.tags["failure"] == "killed"
+    assert [r.info.status for i, r in runs.items() if i != killed.info.run_id] == ["FINISHED"]

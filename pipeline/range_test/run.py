@@ -98,6 +98,8 @@ def obtain(job: Job, rank: int = 0, say: Callable[[str], None] = print) -> Outco
         with _waiting_lock(job.run.checkpoint_dir / f"range_test-{key}.lock", say):
             found = range_tests.find_finished(job.tracking.uri, job.tracking.experiment, key)
             if found is None:
+                for run_id in range_tests.end_abandoned(job.tracking.uri, job.tracking.experiment, key):
+                    say(f"range test run {run_id} was left RUNNING by a process that died: ended KILLED")
                 return run_and_record(job, key, say)
     return Outcome(found.run_id, found.k0, found.k1, reused=True, params=found.params)
 

@@ -59,6 +59,26 @@ def open_range_test(uri: str, experiment: str, run_name: str, key: str, tags: Ma
         yield recorder
 
 
+def end_abandoned(uri: str, experiment: str, key: str) -> list[str]:
+    """End as KILLED the range-test runs with ``key`` left RUNNING by a process that died (kill -9, a lost machine);
+    called by the one process that holds the test's lock, so none of them is still being written. Returns their ids."""
+    from mlflow.entities import RunTag
+
+    mlflow_client = store.client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    stale = mlflow_client.search_runs(
+        [found.experiment_id],
+        filter_string=f"tags.kind = '{KIND}' and tags.{KEY_TAG} = '{key}' and attributes.status = 'RUNNING'")
+    tags = [RunTag("failure", "killed"), RunTag("error", "the process died before the range test finished; a later "
+                                                         "range test with the same key replaced it")]
+    for run in stale:
+        mlflow_client.log_batch(run.info.run_id, tags=tags, synchronous=True)
+        mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
+
+
 def artifact_uri(uri: str, run_id: str) -> str:
     """Where a run's artifacts are (to print)."""
     return store.client(uri).get_run(run_id).info.artifact_uri

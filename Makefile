@@ -79,7 +79,7 @@ lint: install ## ruff with the rules in pyproject.toml (pyflakes, pycodestyle, b
 test-fast: install ## run the tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install ## the benchmark suite with its targets (~36 min on 2 cores); writes BENCHMARKS.md and bench/results/
+bench: install ## the benchmark suite with its targets (~2 h on 2 cores); writes BENCHMARKS.md and bench/results/
 	$(BIN)/python benchmarks/lca_overhead.py
 	-$(BIN)/python benchmarks/packed.py
 	$(BIN)/python benchmarks/suite.py

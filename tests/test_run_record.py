@@ -20,7 +20,9 @@ COMMAND = ["+policy=triangle2", "policy.l=2000", "+warmup=linear", "warmup.warmu
 # Added by issue 20: the budget-relative forms beside the absolute ones, and whether the policy fits the budget;
 # by issue 19: what the run is judged on (the report reads these; absent means exactly this). The new config keys
 # and the modules the reshape moved (dataset._target_) change the run key, a hash of the config.
-ADDED_PARAMS = {"policy_config", "policy.l_frac", "warmup.warmup_frac"}
+# And the run's budget in optimizer steps (budget.total_steps): a pruned run, which records no summary, still says what
+# it was to train, for the report's budget bounds.
+ADDED_PARAMS = {"policy_config", "policy.l_frac", "warmup.warmup_frac", "budget.total_steps"}
 ADDED_TAGS = {"policy_fit": "partial_cycle", "task": "classification", "objective_metric": "acc",
               "objective_mode": "max"}
 CHANGED_TAGS = {"run_key"}

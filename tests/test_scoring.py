@@ -348,3 +348,15 @@ def test_all_points_are_never_sampled_short_series_in_one_query_long_ones_run_by
     assert fake.calls == [] and again.equals(out[out["key"] == "lr"].reset_index(drop=True))  # from the cache
     fetch_histories(lambda: fake, ids, ["lr"], 1000, cache, terminal=ids)
     assert fake.calls == [("bulk", 2, "lr")]  # a sampled read is cached apart from the whole one
+
+
+def test_a_runs_budget_is_its_max_steps_else_its_recorded_total_steps_else_the_steps_it_ran():
+    # A budget in epochs records trainer.max_steps -1; a pruned run records no summary/steps. budget.total_steps is
+    # what the run was to train, recorded when it started.
+    by_steps = make_run("fix", 0, max_steps=300)
+    by_epochs = {**make_run("fix", 1, max_steps=-1), "param.budget.total_steps": "860"}
+    pruned = {**make_run("inv", 0, max_steps=-1, failure="pruned", status="KILLED"), "summary/steps": math.nan,
+              "param.budget.total_steps": "860"}
+    older = {**make_run("inv", 1, max_steps=-1), "summary/steps": 430.0}  # recorded before budget.total_steps
+    outcomes = scoring.run_outcomes(table(by_steps, by_epochs, pruned, older), scoring.Criteria(0.85))
+    assert list(outcomes["budget_steps"]) == [300.0, 860.0, 860.0, 430.0]

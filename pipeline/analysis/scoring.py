@@ -177,7 +177,8 @@ def _run_budget(runs: pd.DataFrame, criteria: Criteria) -> pd.Series:
     if criteria.budget_steps is not None:
         return pd.Series(float(criteria.budget_steps), index=runs.index)
     own = pd.to_numeric(_column(runs, "param.trainer.max_steps"), errors="coerce")
-    return own.where(own > 0, _column(runs, "summary/steps")).astype(float)
+    recorded = pd.to_numeric(_column(runs, "param.budget.total_steps"), errors="coerce")  # epochs resolved to steps
+    return own.where(own > 0, recorded.where(recorded > 0, _column(runs, "summary/steps"))).astype(float)
 
 
 def run_outcomes(runs: pd.DataFrame, criteria: Criteria, reached_steps: Mapping[str, float] | None = None,

@@ -36,7 +36,7 @@ TAG_COLUMNS = ("policy", "policy_spec", "model", "dataset", "optimizer", "moment
 # Params copied into ``param.<key>`` columns: what a report needs to rebuild or describe a policy, its budget and the
 # settings a verification run repeats.
 PARAM_PREFIXES = ("policy.", "optimizer.", "trainer.", "warmup.", "momentum.", "schedule.", "dataset.", "model.",
-                  "task.")
+                  "task.", "budget.")
 # End-of-run figures: params ``summary.<name>`` (runs recorded before them: metrics ``summary/<name>``); both become
 # the runs table's ``summary/<name>`` columns.
 SUMMARY_PARAM = "summary."

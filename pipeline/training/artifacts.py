@@ -47,10 +47,13 @@ def lr_curve_png(policy, steps: int, path: Path, title: str) -> None:
 
 
 def record_setup(recorder, config: dict, policy, total_steps: int, title: str) -> None:
-    """Params and the artifacts every run carries from its start: the resolved config and its LR curve."""
+    """Params and the artifacts every run carries from its start: the resolved config, its exact policy, its budget
+    in optimizer steps (``budget.total_steps``: what a run stopped early, e.g. pruned, was to train; a budget given
+    in epochs is known only once the data is loaded) and its LR curve."""
     from pipeline.policies.spec import to_spec
 
-    recorder.params({**flatten(config), "policy_config": json.dumps(to_spec(policy), sort_keys=True)})
+    recorder.params({**flatten(config), "policy_config": json.dumps(to_spec(policy), sort_keys=True),
+                     "budget.total_steps": int(total_steps)})
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(config))
         lr_curve_png(policy, total_steps, Path(tmp) / "lr_curve.png", title)

@@ -23,8 +23,9 @@ COMMAND = ["+policy=triangle2", "policy.l=2000", "+warmup=linear", "warmup.warmu
 # And the run's budget in optimizer steps (budget.total_steps): a pruned run, which records no summary, still says what
 # it was to train, for the report's budget bounds.
 ADDED_PARAMS = {"policy_config", "policy.l_frac", "warmup.warmup_frac", "budget.total_steps"}
+# Issue 20 also tags where the policy's k values came from (k_from: config, or range_test with the test's run).
 ADDED_TAGS = {"policy_fit": "partial_cycle", "task": "classification", "objective_metric": "acc",
-              "objective_mode": "max"}
+              "objective_mode": "max", "k_from": "config"}
 CHANGED_TAGS = {"run_key"}
 # Issue 21: end-of-run figures are params summary.<name> and a table artifact, not single-point summary/* metric charts
 # that push lr and val/* off the run's page; plus one figure of the LR and the objective over the steps.

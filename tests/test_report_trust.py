@@ -371,4 +371,7 @@ def test_a_pruned_candidate_is_listed_with_its_rung_and_score_never_as_missing(t
     assert not sin2["good"] and sin2["n_runs"] == 2 and {f["failure"] for f in sin2["failures"]} == {"pruned"}
     assert [f["error"] for f in sin2["failures"]] == [reason, reason]
     assert report["groups"][0]["recommendation"]["policy"] == "triangle2"
+    # its seeds share the decision: named once, long enough to show the cut
+    assert sin2["reasons"] == [f"failed in 2 of 2 seeds (seeds 0, 1: pruned ({reason[:160]}))"]
+    assert "below the cut 0.6000" in sin2["reasons"][0]
     assert "rung 0: score 0.4100" in (tmp_path / "r" / "report.md").read_text()

@@ -50,8 +50,12 @@ def reasons(row: Mapping, target: float, max_fluctuation: float) -> list[tuple[s
     out = []
     n = row["n_runs"]
     if row["n_failed"]:
-        detail = "; ".join(f"seed {f['seed']}: {f['failure']}" + (f" ({f['error'][:80]})" if f["error"] else "")
-                           for f in row["failures"])
+        # Seeds that failed alike (a pruned candidate's seeds share the study's decision) are named together.
+        alike: dict[tuple, list] = {}
+        for f in row["failures"]:
+            alike.setdefault((f["failure"], f["error"] or ""), []).append(f["seed"])
+        detail = "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: {failure}"
+                           + (f" ({error[:160]})" if error else "") for (failure, error), seeds in alike.items())
         out.append(("failed", f"failed in {row['n_failed']} of {plural(n, 'seed')} ({detail})"))
     if row["missed"]:
         digits = ".3f" if objective.bounds == (0.0, 1.0) else ".4g"
@@ -242,8 +246,8 @@ def speedup(best: Mapping, base: Mapping | None, baseline: str, budget_s: float 
     if bound:
         how = "never reached the target" if base["n_reached"] == 0 else \
             f"missed the target in {unreached} of {plural(base['n_runs'], 'seed')}"
-        text += (f" (a bound: {base['name']} {how} within its budget of {base['budget_steps']:.0f} steps; "
-                 "those seeds count as the full budget)")
+        budget = "" if math.isnan(base["budget_steps"]) else f" of {base['budget_steps']:.0f} steps"
+        text += (f" (a bound: {base['name']} {how} within its budget{budget}; those seeds count as the full budget)")
     return Speedup(baseline, True, ratio_steps, ratio_s, bound, text)
 
 

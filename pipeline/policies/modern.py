@@ -170,6 +170,24 @@ def _anneal(strategy: str, start: float, end: float, pct: float) -> float:
     return (end - start) * pct + start
 
 
+def one_cycle_ends(pct_start: float, total_steps: int, phases: int) -> list[float]:
+    """torch ``OneCycleLR``'s phase end steps, in torch's arithmetic: the rise ends at ``pct_start * T - 1``; with 3
+    phases the fall back ends at ``2 * pct_start * T - 2``; the last phase ends at ``T - 1``."""
+    rise_end = float(pct_start * total_steps) - 1
+    if phases == 3:
+        return [rise_end, float(2 * pct_start * total_steps) - 2, total_steps - 1]
+    return [rise_end, total_steps - 1]
+
+
+def one_cycle_value(ends: list[float], values: list[float], strategy: str, t: int) -> float:
+    """A one-cycle schedule at step ``t`` (at most the last end): phase i anneals from ``values[i]`` to
+    ``values[i + 1]`` by step ``ends[i]``; torch takes the first phase not yet passed. The LR and the momentum
+    (:class:`pipeline.policies.momentum.OneCycleMomentum`) of ``OneCycleLR`` are both this."""
+    i = next(i for i, end in enumerate(ends) if t <= end)
+    start = ends[i - 1] if i else 0.0
+    return _anneal(strategy, values[i], values[i + 1], (t - start) / (ends[i] - start))
+
+
 @dataclass(frozen=True)
 class OneCycle(_LRFunction):
     """One-cycle (Smith & Topin, arXiv 1708.07120), the values of torch's ``OneCycleLR`` for the same arguments.
@@ -178,7 +196,7 @@ class OneCycle(_LRFunction):
     (``anneal_strategy`` ``cos`` or ``linear``) to ``max_lr / div_factor / final_div_factor`` at ``total_steps - 1``
     and stays there (torch refuses to step past ``total_steps``). ``phases=3`` is torch's ``three_phase=True``: back
     down to the start LR by ``2 * pct_start * total_steps - 2``, then to the minimum. torch also cycles momentum
-    against the LR; that is a momentum policy's job here, not this one's.
+    against the LR; here that is the momentum policy :class:`~pipeline.policies.momentum.OneCycleMomentum`.
     """
 
     max_lr: float
@@ -208,27 +226,15 @@ class OneCycle(_LRFunction):
             raise ValueError(f"phases must be one of {list(ONE_CYCLE_PHASES)} (3 = torch's three_phase), "
                              f"got {self.phases!r}")
         _set(self, phases=int(self.phases))
-        ends = [end for end, _, _ in self._schedule()]
+        ends = one_cycle_ends(self.pct_start, self.total_steps, self.phases)
         if any(end <= start for start, end in zip([0.0, *ends[:-1]], ends, strict=True)):
             raise ValueError(f"pct_start * total_steps must be > 1 and every phase at least one step long (phases end "
                              f"at optimizer steps {ends}), got pct_start={self.pct_start}, "
                              f"total_steps={self.total_steps}")
 
-    def _schedule(self) -> list[tuple[float, float, float]]:
-        """torch's phases: (end step, start LR, end LR), in torch's arithmetic."""
+    def _lr(self, t: int) -> float:
         initial = self.max_lr / self.div_factor
         final = initial / self.final_div_factor
-        rise_end = float(self.pct_start * self.total_steps) - 1
-        if self.phases == 3:
-            return [(rise_end, initial, self.max_lr),
-                    (float(2 * self.pct_start * self.total_steps) - 2, self.max_lr, initial),
-                    (self.total_steps - 1, initial, final)]
-        return [(rise_end, initial, self.max_lr), (self.total_steps - 1, self.max_lr, final)]
-
-    def _lr(self, t: int) -> float:
-        t = min(t, self.total_steps - 1)  # so the last phase, which ends at total_steps - 1, always holds t
-        phases = self._schedule()
-        i = next(i for i, (end_step, _, _) in enumerate(phases) if t <= end_step)  # torch: the first not yet passed
-        start_step = phases[i - 1][0] if i else 0.0
-        end_step, start_lr, end_lr = phases[i]
-        return _anneal(self.anneal_strategy, start_lr, end_lr, (t - start_step) / (end_step - start_step))
+        values = [initial, self.max_lr, initial, final] if self.phases == 3 else [initial, self.max_lr, final]
+        ends = one_cycle_ends(self.pct_start, self.total_steps, self.phases)
+        return one_cycle_value(ends, values, self.anneal_strategy, min(t, self.total_steps - 1))

@@ -193,22 +193,14 @@ class OneCycleMomentum:
         return dataclasses.replace(self, total_steps=total_steps)
 
     def __call__(self, t: int) -> float:
-        from .modern import _anneal
+        from .modern import one_cycle_ends, one_cycle_value
 
         if self.total_steps is None:
             raise ValueError("total_steps is not set: bind the policy to the run first (for_run)")
-        t = min(check_step(t), self.total_steps - 1)
-        rise_end = float(self.pct_start * self.total_steps) - 1
         low, high = self.base_momentum, self.max_momentum
-        if self.phases == 3:
-            phases = [(rise_end, high, low), (float(2 * self.pct_start * self.total_steps) - 2, low, high),
-                      (self.total_steps - 1, high, high)]
-        else:
-            phases = [(rise_end, high, low), (self.total_steps - 1, low, high)]
-        i = next(i for i, (end, _, _) in enumerate(phases) if t <= end)
-        start = phases[i - 1][0] if i else 0.0
-        end, first, last = phases[i]
-        return _anneal(self.anneal_strategy, first, last, (t - start) / (end - start))
+        values = [high, low, high, high] if self.phases == 3 else [high, low, high]
+        ends = one_cycle_ends(self.pct_start, self.total_steps, self.phases)
+        return one_cycle_value(ends, values, self.anneal_strategy, min(check_step(t), self.total_steps - 1))
 
     def describe(self) -> str:
         return _describe(self, self.name)

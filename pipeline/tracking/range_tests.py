@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pipeline.tracking import store
+from pipeline.tracking import interrupts, store
 
 KIND = "range_test"
 KEY_TAG = "range_test_key"
@@ -74,8 +74,9 @@ def end_abandoned(uri: str, experiment: str, key: str) -> list[str]:
     tags = [RunTag("failure", "killed"), RunTag("error", "the process died before the range test finished; a later "
                                                          "range test with the same key replaced it")]
     for run in stale:
-        mlflow_client.log_batch(run.info.run_id, tags=tags, synchronous=True)
-        mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+        with interrupts.deferred():  # tags and status together, as every other end of a run in tracking/
+            mlflow_client.log_batch(run.info.run_id, tags=tags, synchronous=True)
+            mlflow_client.set_terminated(run.info.run_id, status="KILLED")
     return [run.info.run_id for run in stale]
 
 
